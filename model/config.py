@@ -1,0 +1,137 @@
+"""PoseModelConfig: every knob of the pose model, and the named presets.
+
+A checkpoint stores the config it was built from (see checkpoint.py), so a
+model can always be rebuilt exactly from its file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PoseModelConfig:
+    name: str = "tiny-cpu"
+
+    # --- backbone: plain ViT (timm) + ViTPose simple head -------------------
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    patch_padding: int = 2  # ViTPose's patch conv uses padding 2
+    input_size: tuple[int, int] = (256, 192)  # crop (H, W)
+    heatmap_size: tuple[int, int] = (64, 48)  # (h, w) = input / 4
+    num_keypoints: int = 17
+    head_channels: int = 256  # width of the two deconv layers of the simple head
+    drop_path_rate: float = 0.0
+    freeze_backbone: bool = False
+
+    # --- temporal encoder (GLS-Mamba) ---------------------------------------
+    temporal: bool = True
+    window: int = 5  # T frames: key frame in the middle (t-2 .. t+2)
+    temporal_dim: int = 64  # reduced width of the spatio-temporal features
+    temporal_stride: int = 8  # feature resolution as input stride: 4 (GPU), 8 or 16 (CPU)
+    global_blocks: int = 1  # six-order global scan blocks
+    local_blocks: int = 1  # windowed tube refinement blocks
+    local_window: tuple[int, int] = (8, 6)  # (h, w) of a local tube, spans all T frames
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+
+    # --- diffusion head (DiffPose / DiffusionPose style) ---------------------
+    diffusion: bool = False
+    diffusion_steps: int = 1  # S: DDIM steps at inference
+    hypotheses: int = 5  # K: hypotheses averaged at inference
+    train_timesteps: int = 1000
+    signal_scale: float = 2.0  # GT heatmaps are scaled to [-s, s]
+    diffusion_dim: int = 64
+
+    # --- free-form -----------------------------------------------------------
+    extra: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------
+    @property
+    def key_index(self) -> int:
+        """Position of the key frame inside a window."""
+        return self.window // 2
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        h, w = self.input_size
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def temporal_grid(self) -> tuple[int, int]:
+        h, w = self.input_size
+        return h // self.temporal_stride, w // self.temporal_stride
+
+    def replace(self, **changes) -> "PoseModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PoseModelConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown PoseModelConfig fields: {unknown}")
+        kwargs = {}
+        for k, v in d.items():
+            # JSON turns tuples into lists; restore them.
+            if isinstance(v, list) and k in ("input_size", "heatmap_size", "local_window"):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, s: str) -> "PoseModelConfig":
+        return cls.from_dict(json.loads(s))
+
+
+def _vit(embed_dim: int, depth: int, num_heads: int) -> dict:
+    return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+
+
+PRESETS: dict[str, PoseModelConfig] = {
+    # CPU: small ViT that trains from scratch in minutes; temporal at 1/8.
+    "tiny-cpu": PoseModelConfig(
+        name="tiny-cpu", **_vit(192, 6, 3), temporal_stride=8, temporal_dim=64,
+        diffusion=True, diffusion_steps=1, hypotheses=1, diffusion_dim=48,
+    ),
+    # ViT-S (ViTPose-S layout); temporal at 1/8 so it still runs on CPU.
+    "small": PoseModelConfig(
+        name="small", **_vit(384, 12, 6), temporal_stride=8, temporal_dim=64,
+        diffusion=True, diffusion_steps=1, hypotheses=5,
+    ),
+    # ViTPose-B + temporal at 1/4: the paper setting (GPU).
+    "base": PoseModelConfig(
+        name="base", **_vit(768, 12, 12), temporal_stride=4, temporal_dim=128,
+        global_blocks=2, local_blocks=1, diffusion=True, diffusion_steps=1, hypotheses=5,
+        diffusion_dim=96,
+    ),
+    "large": PoseModelConfig(
+        name="large", **_vit(1024, 24, 16), temporal_stride=4, temporal_dim=128,
+        global_blocks=2, local_blocks=1, diffusion=True, diffusion_steps=1, hypotheses=5,
+        diffusion_dim=96,
+    ),
+    "huge": PoseModelConfig(
+        name="huge", **_vit(1280, 32, 16), temporal_stride=4, temporal_dim=128,
+        global_blocks=2, local_blocks=1, diffusion=True, diffusion_steps=1, hypotheses=5,
+        diffusion_dim=96,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> PoseModelConfig:
+    """A copy of a named preset, with field overrides applied."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,1 @@
+"""vidpose training: datasets, transforms, trainer, evaluation and export."""
