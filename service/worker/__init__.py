@@ -1,0 +1,1 @@
+"""vidpose service: worker."""
