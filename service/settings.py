@@ -1,0 +1,112 @@
+"""Every setting of the service (API, queue, worker), read from `VIDPOSE_*` env vars.
+
+One pydantic-settings class so the API, the worker and `vidpose serve` agree on
+names, defaults and limits. Each field's description is the documentation (the
+README table is built from it). List settings accept a comma list
+(`VIDPOSE_API_KEYS=key1,key2`) or a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Where the default checkpoint ships inside the installed package.
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: object) -> object:
+    """'a, b,,c' -> ['a', 'b', 'c']; a JSON list string is accepted too."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return [str(v).strip() for v in json.loads(text) if str(v).strip()]
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDPOSE_", extra="ignore", validate_default=True)
+
+    # --- shared ---
+    redis_url: str | None = Field(
+        None, description="Redis URL (redis://host:port/db). Unset: `vidpose serve` starts an embedded "
+        "redis-server; `vidpose api` and `vidpose worker` require it.")
+    key_prefix: str = Field("vidpose", description="Prefix of every Redis key the service writes.")
+    blob_dir: Path = Field(
+        Path("./var/uploads"), description="Directory where uploaded videos are stored. MUST be the same "
+        "(shared) directory for the API and every worker. Blobs are not deleted when jobs expire: "
+        "clean it with a cron job (e.g. `find DIR -mtime +1 -delete`).")
+    models_dir: Path = Field(
+        PACKAGE_MODELS_DIR, description="Directory holding `<model>.safetensors` checkpoints "
+        "(default: the package's service/models folder, where the default checkpoint ships).")
+    default_model: str = Field("vidpose-tiny-cpu", description="Model used when a job names none.")
+    models: CommaList = Field(
+        default_factory=list, description="Comma list of model names a worker serves "
+        "(default: just default_model).")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    # --- API ---
+    api_host: str = Field("127.0.0.1", description="Address the API binds to.")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
+    api_keys: CommaList = Field(
+        default_factory=list, description="Comma list of accepted API keys (`Authorization: Bearer KEY`). "
+        "Empty: authentication off.")
+    max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Largest accepted upload in bytes "
+                                  "(413 past it).")
+    max_frames: int = Field(3600, gt=0, description="Most frames one job may process (longer clips: 422 "
+                            "unless options.max_frames trims them).")
+    max_queued_frames: int = Field(20000, gt=0, description="Backpressure: when frames waiting or running "
+                                   "exceed this, POST /estimate answers 429 with Retry-After.")
+    job_ttl_s: int = Field(86400, gt=0, description="Seconds a finished job and its results stay in Redis.")
+    idempotency_ttl_s: int = Field(86400, gt=0, description="Seconds an Idempotency-Key maps to its job.")
+    result_page_limit: int = Field(500, gt=0, description="Most frames per GET /jobs/{id}/result page.")
+    upload_chunk_bytes: int = Field(1024 * 1024, gt=0, description="Chunk size used to stream uploads "
+                                    "to the blob store.")
+    retry_after_s: int = Field(5, gt=0, description="Retry-After seconds sent with 429 responses.")
+
+    # --- worker ---
+    worker_max_batch: int = Field(16, gt=0, description="Dynamic batcher: most windows per forward pass.")
+    worker_max_wait_ms: float = Field(20, ge=0, description="Dynamic batcher: a partial batch runs once "
+                                      "its oldest window waited this long (ms).")
+    worker_max_jobs: int = Field(4, gt=0, description="Jobs one worker holds (decodes and batches) at once.")
+    worker_reclaim_idle_ms: int = Field(60000, gt=0, description="A job pending this long on a silent "
+                                        "worker is reclaimed (XAUTOCLAIM) by another worker (ms).")
+    worker_max_deliveries: int = Field(3, gt=0, description="A job delivered more times than this goes to "
+                                       "the dead-letter stream and ends failed.")
+    worker_heartbeat_s: float = Field(2.0, gt=0, description="Seconds between worker heartbeats.")
+    worker_ttl_s: float = Field(10, gt=0, description="A worker without a heartbeat for this long is "
+                                "considered dead (readyz, models).")
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Worker device: auto (CUDA when available), cpu or cuda.")
+    worker_metrics_port: int = Field(9100, ge=0, le=65535, description="Port where a worker serves "
+                                     "/metrics, /healthz, /readyz (0: off).")
+    worker_threads: int = Field(0, ge=0, description="torch threads per worker (0: automatic).")
+
+    @field_validator("models", "api_keys", mode="before")
+    @classmethod
+    def _parse_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _default_models(self) -> Settings:
+        if not self.models:
+            self.models = [self.default_model]
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment once)."""
+    return Settings()
