@@ -48,6 +48,8 @@ class PoseModelConfig:
     train_timesteps: int = 1000
     signal_scale: float = 2.0  # GT heatmaps are scaled to [-s, s]
     diffusion_dim: int = 64
+    diffusion_init: str = "noise"  # DDIM start: "noise" (Gaussian) or "prior" (the head's heatmaps, noised)
+    diffusion_init_step: int = 500  # step the prior is noised to when diffusion_init == "prior"
 
     # --- free-form -----------------------------------------------------------
     extra: dict = field(default_factory=dict)
@@ -68,7 +70,7 @@ class PoseModelConfig:
         h, w = self.input_size
         return h // self.temporal_stride, w // self.temporal_stride
 
-    def replace(self, **changes) -> "PoseModelConfig":
+    def replace(self, **changes) -> PoseModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -78,7 +80,7 @@ class PoseModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PoseModelConfig":
+    def from_dict(cls, d: dict) -> PoseModelConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
@@ -92,7 +94,7 @@ class PoseModelConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, s: str) -> "PoseModelConfig":
+    def from_json(cls, s: str) -> PoseModelConfig:
         return cls.from_dict(json.loads(s))
 
 

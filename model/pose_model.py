@@ -1,0 +1,146 @@
+"""PoseModel: per-frame ViT backbone + simple head, optional temporal encoder and diffusion head.
+
+    frames (B, T, 3, H, W)
+      -> encode_frames: backbone per frame -> feats (B, T, C, gh, gw)      [cacheable per video frame]
+      -> decode_windows:
+           key frame feats -> deconv -> f8 (1/8), f4 (1/4) -> final_layer -> base_heatmaps
+           temporal: TemporalEncoder(all T) -> zero-init 1x1 proj -> resize -> f4 + it = fused
+           fused -> final_layer -> heatmaps (deterministic)
+           diffusion: DDIM on (f16, f8, fused), prior = deterministic heatmaps -> heatmaps
+Zero-initialised temporal projection and diffusion correction mean an untrained
+model predicts exactly its single-frame base heatmaps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model import heatmaps as hm
+from model.backbone import SimpleHead, ViTBackbone
+from model.config import PoseModelConfig
+from model.diffusion import DiffusionCond, HeatmapDiffusion, weighted_mse
+
+
+class PoseModel(nn.Module):
+    def __init__(self, cfg: PoseModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        gh, gw = cfg.patch_grid
+        if (gh * 4, gw * 4) != tuple(cfg.heatmap_size):
+            raise ValueError(f"heatmap_size {tuple(cfg.heatmap_size)} must be 4x the patch grid {(gh, gw)}")
+        if cfg.diffusion_init not in ("noise", "prior"):
+            raise ValueError(f"diffusion_init must be 'noise' or 'prior', got {cfg.diffusion_init!r}")
+        self.backbone = ViTBackbone(cfg)
+        self.keypoint_head = SimpleHead(cfg.embed_dim, cfg.head_channels, cfg.num_keypoints)
+        if cfg.temporal:
+            from model.temporal import TemporalEncoder  # H1's GLS-Mamba encoder
+
+            self.temporal_encoder = TemporalEncoder(cfg, in_channels=cfg.embed_dim)
+            self.temporal_proj = nn.Conv2d(cfg.temporal_dim, cfg.head_channels, 1)
+            nn.init.zeros_(self.temporal_proj.weight)
+            nn.init.zeros_(self.temporal_proj.bias)
+        if cfg.diffusion:
+            self.diffusion = HeatmapDiffusion(cfg, c16=cfg.embed_dim, c8=cfg.head_channels,
+                                              c4=cfg.head_channels)
+        self.set_backbone_frozen(cfg.freeze_backbone)
+
+    # ------------------------------------------------------------------ freezing
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Frozen backbone: no grads, and kept in eval mode (no drop-path) even under .train()."""
+        self._backbone_frozen = bool(frozen)
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        if frozen:
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> PoseModel:
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised crops -> (N, C, gh, gw) backbone features."""
+        if self._backbone_frozen:
+            with torch.no_grad():
+                return self.backbone(frames)
+        return self.backbone(frames)
+
+    def _heads(self, feats: torch.Tensor) -> dict:
+        """Everything after the backbone except diffusion sampling."""
+        cfg = self.cfg
+        if feats.dim() != 5 or feats.shape[1] != cfg.window:
+            raise ValueError(f"expected features (B, T={cfg.window}, C, gh, gw), got {tuple(feats.shape)}")
+        key = feats[:, cfg.key_index]
+        f8, f4 = self.keypoint_head.deconv(key)
+        base = self.keypoint_head.final_layer(f4)
+        fused, det = f4, base
+        if cfg.temporal:
+            t = self.temporal_proj(self.temporal_encoder(feats))
+            if t.shape[-2:] != f4.shape[-2:]:
+                t = F.interpolate(t, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+            fused = f4 + t
+            det = self.keypoint_head.final_layer(fused)
+        return {"key": key, "f8": f8, "fused": fused, "base_heatmaps": base, "det_heatmaps": det}
+
+    def _cond(self, parts: dict) -> DiffusionCond:
+        return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
+
+    def decode_windows(self, feats: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """feats (B, T, C, gh, gw) -> {"heatmaps", "base_heatmaps"} (B, K, h, w) for the key frame T//2.
+
+        Without temporal, only the key frame's features are used (the others may be anything).
+        """
+        cfg = self.cfg
+        parts = self._heads(feats)
+        heat = parts["det_heatmaps"]
+        if cfg.diffusion:
+            init = heat if cfg.diffusion_init == "prior" else None
+            heat = self.diffusion.sample(self._cond(parts), steps=cfg.diffusion_steps,
+                                         hypotheses=cfg.hypotheses, generator=generator, init=init,
+                                         init_step=cfg.diffusion_init_step)
+        return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"]}
+
+    def _encode_windows(self, frames: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if frames.dim() != 5 or frames.shape[1] != cfg.window:
+            raise ValueError(f"expected frames (B, T={cfg.window}, 3, H, W), got {tuple(frames.shape)}")
+        b, t = frames.shape[:2]
+        if not cfg.temporal:  # only the key frame matters: don't run the backbone on the others
+            key = self.encode_frames(frames[:, cfg.key_index])
+            return key[:, None].expand(b, t, *key.shape[1:])
+        return self.encode_frames(frames.flatten(0, 1)).unflatten(0, (b, t))
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """frames (B, T, 3, H, W) normalised crops -> {"heatmaps", "base_heatmaps"} (B, K, h, w)."""
+        return self.decode_windows(self._encode_windows(frames), generator=generator)
+
+    @staticmethod
+    def decode_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) -> (B, K, 3): x, y in heatmap cells (sub-pixel) and score."""
+        return hm.decode_heatmaps(heatmaps)
+
+    # ------------------------------------------------------------------ training
+    def training_loss(self, frames: torch.Tensor, target_heatmaps: torch.Tensor, target_weight: torch.Tensor,
+                      generator: torch.Generator | None = None) -> dict:
+        """Weighted heatmap MSE on the base and the (temporal) heatmaps, plus the diffusion x0 loss.
+
+        target_heatmaps (B, K, h, w) in [0, 1] (Gaussians, peak 1); target_weight (B, K).
+        """
+        cfg = self.cfg
+        parts = self._heads(self._encode_windows(frames))
+        base_loss = weighted_mse(parts["base_heatmaps"], target_heatmaps, target_weight)
+        out = {"base_loss": base_loss}
+        loss = base_loss
+        if cfg.temporal:
+            out["temporal_loss"] = weighted_mse(parts["det_heatmaps"], target_heatmaps, target_weight)
+            loss = loss + out["temporal_loss"]
+        if cfg.diffusion:
+            out["diffusion_loss"] = self.diffusion.training_loss(self._cond(parts), target_heatmaps,
+                                                                 target_weight, generator=generator)
+            loss = loss + out["diffusion_loss"]
+        out["loss"] = loss
+        return out
