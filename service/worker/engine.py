@@ -1,0 +1,171 @@
+"""The model holder of a worker: load a checkpoint once, pick the device, warm up,
+and run encode (per-frame backbone) and decode (windows -> keypoints).
+
+Only the batch scheduler thread calls encode/decode, so the model is never
+used concurrently. CUDA runs under bf16 autocast; CPU runs in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def resolve_model(name_or_path: str, models_dir: str | Path) -> tuple[str, Path]:
+    """A model name (`<models_dir>/<name>.safetensors`) or a file path -> (name, path)."""
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.is_file():
+        if not p.is_file():
+            raise ModelNotFound(f"model file not found: {p}")
+        return p.stem, p.resolve()
+    path = Path(models_dir) / f"{name_or_path}.safetensors"
+    if not path.is_file():
+        raise ModelNotFound(
+            f"model {name_or_path!r} not found: expected the checkpoint file {path}. "
+            "Train one (`vidpose train`, see README), copy a .safetensors checkpoint there, "
+            "set VIDPOSE_MODELS_DIR to the folder holding it, or pass --model PATH/TO/FILE.safetensors")
+    return name_or_path, path.resolve()
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("worker_device=cuda but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def file_version(path: Path, info: dict) -> str:
+    """The checkpoint's own version string, else a short content hash of the file."""
+    if info.get("version"):
+        return str(info["version"])
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-job knobs of the decoder; windows with equal options share batches."""
+
+    diffusion_steps: int
+    hypotheses: int
+
+
+class Engine:
+    def __init__(self, name: str, path: Path, model, meta: dict, device: torch.device):
+        self.name = name
+        self.path = path
+        self.model = model
+        self.meta = meta
+        self.cfg = meta["config"]
+        self.device = device
+        self.version = file_version(path, meta.get("info", {}))
+        self._lock = threading.Lock()
+        self.warm = False
+
+    @classmethod
+    def load(cls, name_or_path: str, models_dir: str | Path, device: str = "auto") -> Engine:
+        name, path = resolve_model(name_or_path, models_dir)
+        dev = pick_device(device)
+        t0 = time.perf_counter()
+        model, meta = load_checkpoint(path, map_location=dev)
+        model.eval()
+        log.info("loaded model %s from %s on %s in %.2fs", name, path, dev, time.perf_counter() - t0)
+        return cls(name, path, model, meta, dev)
+
+    # -- properties the window builder needs ---------------------------------------------
+    @property
+    def window(self) -> int:
+        return int(self.cfg.window)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.cfg.input_size)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return tuple(self.cfg.heatmap_size)
+
+    def default_options(self) -> DecodeOptions:
+        return DecodeOptions(int(self.cfg.diffusion_steps), int(self.cfg.hypotheses))
+
+    def info(self) -> dict:
+        c = self.cfg
+        return {
+            "name": self.name, "version": self.version, "device": self.device.type,
+            "preset": c.name, "window": c.window, "input_size": list(c.input_size),
+            "temporal": c.temporal, "diffusion": c.diffusion, "diffusion_steps": c.diffusion_steps,
+            "hypotheses": c.hypotheses, "embed_dim": c.embed_dim, "depth": c.depth,
+            "keypoints": self.meta.get("keypoints", []),
+        }
+
+    # -- compute ---------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised crops -> (N, C, gh, gw) features, kept on the device."""
+        x = torch.as_tensor(crops).to(self.device, non_blocking=True)
+        with self._lock, self._autocast():
+            return self.model.encode_frames(x)
+
+    @torch.inference_mode()
+    def decode(self, feats: torch.Tensor, options: DecodeOptions | None = None) -> np.ndarray:
+        """(B, T, C, gh, gw) features -> (B, K, 3) key-frame keypoints in heatmap cells + score."""
+        opts = options or self.default_options()
+        with self._lock, self._autocast(), self._decode_config(opts):
+            out = self.model.decode_windows(feats.to(self.device))
+            kps = self.model.decode_heatmaps(out["heatmaps"].float())
+        return kps.float().cpu().numpy()
+
+    @contextlib.contextmanager
+    def _decode_config(self, opts: DecodeOptions):
+        # PoseModel.decode_windows reads diffusion_steps/hypotheses from model.cfg; swap a copy in for
+        # this call (safe: only the scheduler thread decodes, under self._lock).
+        base = self.model.cfg
+        if (opts.diffusion_steps, opts.hypotheses) == (base.diffusion_steps, base.hypotheses):
+            yield
+            return
+        self.model.cfg = base.replace(diffusion_steps=opts.diffusion_steps, hypotheses=opts.hypotheses)
+        try:
+            yield
+        finally:
+            self.model.cfg = base
+
+    def warmup(self, batch: int = 2) -> float:
+        """One encode + decode on random crops (first-call allocations, kernel selection)."""
+        t0 = time.perf_counter()
+        h, w = self.input_size
+        g = torch.Generator().manual_seed(0)
+        crops = torch.randn(self.window, 3, h, w, generator=g)
+        feats = self.encode(crops)
+        self.decode(feats[None].expand(batch, *feats.shape).contiguous())
+        self.warm = True
+        return time.perf_counter() - t0
+
+    def gpu_memory_bytes(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_allocated(self.device))

@@ -1,0 +1,67 @@
+"""One model step over a batch of windows, and keypoints back to image pixels.
+
+run_windows is what the batch scheduler calls: crops not yet encoded are
+encoded in one go (each (frame, track) exactly once, see windows.py), then the
+windows' cached features are stacked and decoded together.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from model.heatmaps import heatmap_to_image
+from service.worker.engine import DecodeOptions, Engine
+from service.worker.windows import CropRef, Window
+
+
+def encode_missing(engine: Engine, windows: list[Window], max_encode: int) -> int:
+    """Encode every crop of these windows that has no features yet; returns how many were encoded."""
+    todo: dict[int, CropRef] = {}
+    for w in windows:
+        for ref in w.refs:
+            if ref.features is None and id(ref) not in todo:
+                if ref.crop is None:
+                    raise RuntimeError(f"crop of frame {ref.frame} track {ref.track_id} was freed before use")
+                todo[id(ref)] = ref
+    refs = list(todo.values())
+    for i in range(0, len(refs), max_encode):
+        chunk = refs[i:i + max_encode]
+        feats = engine.encode(torch.from_numpy(np.stack([r.crop for r in chunk])))
+        for ref, f in zip(chunk, feats, strict=True):
+            ref.features = f
+            ref.crop = None
+            ref.encodes += 1
+    return len(refs)
+
+
+def run_windows(engine: Engine, windows: list[Window], options: DecodeOptions | None = None,
+                max_encode: int = 32) -> np.ndarray:
+    """Windows -> (B, K, 3) key-frame keypoints in heatmap cells (+ score)."""
+    encode_missing(engine, windows, max_encode)
+    feats = torch.stack([torch.stack([r.features for r in w.refs]) for w in windows])
+    return engine.decode(feats, options)
+
+
+def to_instance(window: Window, kps_hm: np.ndarray, engine: Engine, width: int, height: int) -> dict:
+    """One window's decoded keypoints -> the result instance of its key frame (image pixels,
+    clipped to the frame)."""
+    ref = window.key_ref
+    pts = heatmap_to_image(kps_hm, ref.center, ref.size, engine.input_size, engine.heatmap_size)
+    pts[:, 0] = np.clip(pts[:, 0], 0.0, width - 1.0)
+    pts[:, 1] = np.clip(pts[:, 1], 0.0, height - 1.0)
+    scores = np.nan_to_num(pts[:, 2], nan=0.0, posinf=0.0, neginf=0.0)
+    pts[:, 2] = scores
+    # Instance score: mean joint confidence, times the box's detection score when one was given.
+    score = float(scores.mean()) * (float(ref.box.score) if ref.box.score is not None else 1.0)
+    keypoints = [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in pts]
+    if not all(math.isfinite(v) for kp in keypoints for v in kp):
+        raise ValueError("model produced non-finite keypoints")
+    return {
+        "track_id": ref.track_id,
+        "bbox": [round(float(v), 2) for v in ref.box.bbox],
+        "score": round(score, 4),
+        "keypoints": keypoints,
+    }

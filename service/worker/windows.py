@@ -1,0 +1,185 @@
+"""T-frame windows per tracked person, built while the clip streams in.
+
+For key frame t of track k the window is frames t-h..t+h (h = T//2), clamped to
+the clip and to the run of frames where track k exists (a person entering or
+leaving repeats the nearest frame they are in; they are not dropped). Each
+frame of a window uses THAT frame's box of the track, so one (frame, track)
+crop is made once, encoded once (its backbone features cached on the CropRef)
+and shared by every window that contains it.
+
+Memory stays bounded on long clips: a CropRef holds its crop until encoded,
+then its features until the last window that can use it is done ("pins": one
+per window referencing it, plus one held until no future window can).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.heatmaps import box_to_center_size, crop_affine, normalize_crop, warp_crop
+from service.worker.boxes import PersonBox
+
+
+@dataclass(eq=False)
+class CropRef:
+    """One person's crop in one frame; features replace the crop once encoded."""
+
+    frame: int
+    box: PersonBox
+    center: np.ndarray
+    size: np.ndarray
+    crop: np.ndarray | None  # (3, H, W) float32, normalised; None once encoded
+    features: Any = None  # model.encode_frames output for this crop, (C, gh, gw)
+    pins: int = 1  # the builder's own pin, dropped when no future window can use it
+    encodes: int = 0  # how many times it was encoded (1 when reuse works)
+
+    @property
+    def track_id(self) -> int:
+        return self.box.track_id
+
+
+@dataclass(eq=False)
+class Window:
+    job_id: str
+    key_frame: int
+    refs: tuple[CropRef, ...]  # T refs, time order; refs[T//2] is the key frame's
+    batch_key: tuple = ()
+    enqueued_at: float = 0.0
+    builder: WindowBuilder | None = field(default=None, repr=False)
+
+    @property
+    def track_id(self) -> int:
+        return self.refs[len(self.refs) // 2].track_id
+
+    @property
+    def key_ref(self) -> CropRef:
+        return self.refs[len(self.refs) // 2]
+
+    @property
+    def frames(self) -> tuple[int, ...]:
+        return tuple(r.frame for r in self.refs)
+
+
+def clamp_window(key: int, half: int, present) -> list[int]:
+    """Frames key-half..key+half, each offset walked back toward `key` until it stays
+    inside the contiguous run of frames where `present(frame)` holds."""
+    out = []
+    for d in range(-half, half + 1):
+        step = 1 if d > 0 else -1
+        f = key
+        for _ in range(abs(d)):
+            if not present(f + step):
+                break
+            f += step
+        out.append(f)
+    return out
+
+
+class WindowBuilder:
+    """Streams frames in, yields ready windows; one builder per job.
+
+    add_frame(i, rgb, boxes) must be called for i = 0, 1, 2, ... in order;
+    windows for key t come out once frame t+h is in (or at finish()).
+    Thread-safe against release() from the batch scheduler.
+    """
+
+    def __init__(self, job_id: str, window: int, input_size: tuple[int, int], batch_key: tuple = ()):
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"window must be odd and >= 1, got {window}")
+        self.job_id = job_id
+        self.window = window
+        self.half = window // 2
+        self.input_size = tuple(input_size)
+        self.batch_key = batch_key
+        self._lock = threading.Lock()
+        self._refs: dict[tuple[int, int], CropRef] = {}  # (frame, track) -> live ref
+        self._builder_pinned: set[tuple[int, int]] = set()  # refs still holding the builder's pin
+        self._present: set[tuple[int, int]] = set()  # every (frame, track) seen
+        self._frame_tracks: dict[int, list[int]] = {}  # frame -> tracks (until its key windows exist)
+        self.frames_added = 0
+        self._next_key = 0
+        self.crops_made = 0
+        self.finished = False
+
+    # -- producer side -------------------------------------------------------------------
+    def add_frame(self, frame_index: int, rgb: np.ndarray, boxes: list[PersonBox]) -> list[Window]:
+        if frame_index != self.frames_added:
+            raise ValueError(f"frames must come in order: expected {self.frames_added}, got {frame_index}")
+        crops = []
+        for box in boxes:  # crop outside the lock: this is the CPU-heavy part
+            center, size = box_to_center_size(box.bbox, self.input_size)
+            m = crop_affine(center, size, self.input_size)
+            crop = normalize_crop(warp_crop(rgb, m, self.input_size))
+            crops.append(CropRef(frame_index, box, center, size, crop))
+        with self._lock:
+            for ref in crops:
+                self._refs[(frame_index, ref.track_id)] = ref
+                self._builder_pinned.add((frame_index, ref.track_id))
+                self._present.add((frame_index, ref.track_id))
+            self._frame_tracks[frame_index] = [r.track_id for r in crops]
+            self.crops_made += len(crops)
+            self.frames_added += 1
+            ready = []
+            while self._next_key <= frame_index - self.half:
+                ready += self._emit(self._next_key)
+            return ready
+
+    def finish(self) -> list[Window]:
+        """End of clip: the remaining windows; every builder pin is dropped."""
+        with self._lock:
+            ready = []
+            while self._next_key < self.frames_added:
+                ready += self._emit(self._next_key)
+            for key in list(self._builder_pinned):
+                self._unpin(key)
+            self.finished = True
+            return ready
+
+    def _emit(self, key: int) -> list[Window]:
+        windows = []
+        for track in self._frame_tracks.pop(key, []):
+            frames = clamp_window(key, self.half, lambda f, t=track: (f, t) in self._present)
+            refs = tuple(self._refs[(f, track)] for f in frames)
+            for ref in {id(r): r for r in refs}.values():
+                ref.pins += 1
+            windows.append(Window(self.job_id, key, refs, self.batch_key, builder=self))
+        self._next_key = key + 1
+        # Windows with key >= key+1 reach back to key+1-half at most: older refs lose the builder pin.
+        old = key - self.half
+        if old >= 0:
+            for k in [k for k in self._builder_pinned if k[0] == old]:
+                self._unpin(k)
+        return windows
+
+    def _unpin(self, key: tuple[int, int]) -> None:
+        """Drop the builder's pin of one ref."""
+        self._builder_pinned.discard(key)
+        ref = self._refs.get(key)
+        if ref is None:
+            return
+        ref.pins -= 1
+        if ref.pins <= 0:
+            self._drop(key, ref)
+
+    def _drop(self, key: tuple[int, int], ref: CropRef) -> None:
+        ref.crop = None
+        ref.features = None
+        del self._refs[key]
+
+    # -- scheduler side --------------------------------------------------------------------
+    def release(self, window: Window) -> None:
+        """A window is done (or dropped): its refs lose one pin each."""
+        with self._lock:
+            for ref in {id(r): r for r in window.refs}.values():
+                ref.pins -= 1
+                key = (ref.frame, ref.track_id)
+                if ref.pins <= 0 and self._refs.get(key) is ref:
+                    self._drop(key, ref)
+
+    def live_refs(self) -> int:
+        with self._lock:
+            return len(self._refs)

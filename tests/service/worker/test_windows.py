@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.worker.boxes import PersonBox
+from service.worker.pipeline import run_windows, to_instance
+from service.worker.windows import WindowBuilder, clamp_window
+
+
+def test_clamp_window_at_clip_ends():
+    n = 10
+    present = lambda f: 0 <= f < n
+    assert clamp_window(0, 2, present) == [0, 0, 0, 1, 2]
+    assert clamp_window(1, 2, present) == [0, 0, 1, 2, 3]
+    assert clamp_window(5, 2, present) == [3, 4, 5, 6, 7]
+    assert clamp_window(9, 2, present) == [7, 8, 9, 9, 9]
+    assert clamp_window(0, 2, lambda f: f == 0) == [0, 0, 0, 0, 0]
+
+
+def test_clamp_window_stays_in_the_tracks_run():
+    # Track present in frames 3..6 and 9..: a window never jumps over the gap.
+    present = lambda f: 3 <= f <= 6 or f >= 9
+    assert clamp_window(6, 2, present) == [4, 5, 6, 6, 6]
+    assert clamp_window(9, 2, present) == [9, 9, 9, 10, 11]
+    assert clamp_window(3, 1, present) == [3, 3, 4]
+
+
+def _frame(h=40, w=60, value=0):
+    return np.full((h, w, 3), value, np.uint8)
+
+
+def _feed(builder, boxes_per_frame, h=40, w=60):
+    windows = []
+    for i, boxes in enumerate(boxes_per_frame):
+        windows += builder.add_frame(i, _frame(h, w, i), boxes)
+    windows += builder.finish()
+    return windows
+
+
+def test_windows_per_track_with_enter_and_leave():
+    a = lambda: PersonBox(1, (5, 5, 20, 30))
+    b = lambda: PersonBox(2, (30, 5, 20, 30))
+    # track 1 in every frame; track 2 enters at frame 2 and leaves after frame 4
+    frames = [[a()], [a()], [a(), b()], [a(), b()], [a(), b()], [a()], [a()]]
+    builder = WindowBuilder("job", 5, (32, 24))
+    windows = _feed(builder, frames)
+    by = {(w.track_id, w.key_frame): w.frames for w in windows}
+    assert sorted(by) == [(1, t) for t in range(7)] + [(2, 2), (2, 3), (2, 4)]
+    assert by[(1, 0)] == (0, 0, 0, 1, 2)
+    assert by[(1, 6)] == (4, 5, 6, 6, 6)
+    assert by[(2, 2)] == (2, 2, 2, 3, 4)  # entering: clamped, not dropped
+    assert by[(2, 4)] == (2, 3, 4, 4, 4)  # leaving
+    # each frame's crop uses THAT frame's box: the ref of frame f carries frame f's box
+    for w in windows:
+        assert all(r.frame == f for r, f in zip(w.refs, w.frames, strict=True))
+        assert len({r.track_id for r in w.refs}) == 1
+    assert builder.crops_made == 10
+
+
+def test_windows_come_out_streaming():
+    builder = WindowBuilder("job", 5, (32, 24))
+    box = [PersonBox(0, (0, 0, 60, 40))]
+    out = [len(builder.add_frame(i, _frame(), box)) for i in range(6)]
+    assert out == [0, 0, 1, 1, 1, 1]  # key t is ready once frame t+2 is in
+    assert len(builder.finish()) == 2
+
+
+def test_refs_freed_after_release_and_memory_bounded():
+    builder = WindowBuilder("job", 5, (32, 24))
+    box = [PersonBox(0, (0, 0, 60, 40))]
+    peak = 0
+    total = 0
+    for i in range(50):
+        for w in builder.add_frame(i, _frame(), box):
+            builder.release(w)  # as the scheduler does once a window is done
+            total += 1
+        peak = max(peak, builder.live_refs())
+    for w in builder.finish():
+        builder.release(w)
+        total += 1
+    assert total == 50
+    assert peak <= 5  # only the frames a future window can still reach stay alive
+    assert builder.live_refs() == 0
+
+
+def test_each_frame_track_encoded_once(engine):
+    """Feature reuse: every (frame, track) crop goes through the backbone exactly once, even when
+    its windows land in different batches."""
+    builder = WindowBuilder("job", engine.window, engine.input_size)
+    boxes = [PersonBox(0, (0, 0, 30, 40)), PersonBox(5, (30, 0, 30, 40))]
+    pending, all_windows, batches = [], [], 0
+    calls = []
+    orig = engine.encode
+    engine.encode = lambda crops: calls.append(len(crops)) or orig(crops)
+    try:
+        for i in range(12):
+            pending += builder.add_frame(i, _frame(value=i * 10), boxes)
+            while len(pending) >= 3:  # small batches so windows sharing a frame run apart
+                batch, pending = pending[:3], pending[3:]
+                kps = run_windows(engine, batch)
+                assert kps.shape == (3, 17, 3) and np.isfinite(kps).all()
+                for w in batch:
+                    builder.release(w)
+                all_windows += batch
+                batches += 1
+        pending += builder.finish()
+        run_windows(engine, pending)
+        all_windows += pending
+    finally:
+        del engine.encode
+    assert len(all_windows) == 24 and batches >= 6
+    refs = {id(r): r for w in all_windows for r in w.refs}
+    assert len(refs) == 24  # 12 frames x 2 tracks
+    assert all(r.encodes == 1 for r in refs.values())
+    assert sum(calls) == 24  # the backbone saw 24 crops, not 24 windows x 5 frames
+
+
+def test_to_instance_inside_frame(engine):
+    builder = WindowBuilder("job", engine.window, engine.input_size)
+    box = PersonBox(3, (10, 5, 40, 30), score=0.5)
+    windows = []
+    for i in range(3):
+        windows += builder.add_frame(i, _frame(value=100), [box])
+    windows += builder.finish()
+    kps = run_windows(engine, windows)
+    for w, k in zip(windows, kps, strict=True):
+        inst = to_instance(w, k, engine, width=60, height=40)
+        assert inst["track_id"] == 3 and inst["bbox"] == [10.0, 5.0, 40.0, 30.0]
+        pts = np.array(inst["keypoints"])
+        assert pts.shape == (17, 3) and np.isfinite(pts).all()
+        assert (pts[:, 0] >= 0).all() and (pts[:, 0] <= 59).all()
+        assert (pts[:, 1] >= 0).all() and (pts[:, 1] <= 39).all()
+
+
+def test_even_window_rejected():
+    with pytest.raises(ValueError):
+        WindowBuilder("job", 4, (32, 24))
