@@ -1,0 +1,1 @@
+"""Evaluation: PoseTrack mAP (poseval), COCO OKS AP (pycocotools), PCK/PCKh helpers."""
