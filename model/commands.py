@@ -1,7 +1,68 @@
-"""`vidpose` subcommands about model files: import-vitpose."""
+"""`vidpose` subcommands about model files: import-vitpose, model-info.
+
+Import-light: torch and the model load inside the handlers.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+
+from model.config import PRESETS
+
+_IMPORT_HELP = """\
+Convert an mmpose-format ViTPose checkpoint (.pth, read with weights_only=True) into a
+vidpose .safetensors model. The backbone is marked frozen; the temporal encoder is kept
+(zero-initialised, so the model predicts exactly what ViTPose predicts until the temporal
+parts are trained). The diffusion head is OFF by default for imports: untrained it adds
+nothing (its correction is zero-initialised too) and costs K hypotheses of compute per
+key frame; pass --diffusion to keep it for later fine-tuning."""
+
 
 def register(sub) -> None:
-    """Add the model subcommands (none registered until they work)."""
+    p = sub.add_parser("import-vitpose", help="convert a ViTPose .pth into a vidpose model file",
+                       description=_IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="ViTPose checkpoint (.pth; {'state_dict': ...} or a bare state dict)")
+    p.add_argument("out", help="output .safetensors path")
+    p.add_argument("--preset", default="base", choices=sorted(PRESETS),
+                   help="model preset matching the checkpoint's ViT size (default: base)")
+    p.add_argument("--diffusion", action="store_true",
+                   help="keep the preset's diffusion head (untrained: same outputs, more compute)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="single-frame model (no temporal encoder)")
+    p.set_defaults(func=_import_vitpose)
+
+    p = sub.add_parser("model-info", help="print a vidpose model file's metadata (no weights loaded)")
+    p.add_argument("path", help="vidpose .safetensors model file")
+    p.set_defaults(func=_model_info)
+
+
+def _import_vitpose(args) -> int:
+    from model.vitpose import ViTPoseImportError, convert_vitpose
+
+    overrides = {}
+    if not args.diffusion:
+        overrides["diffusion"] = False
+    if args.no_temporal:
+        overrides["temporal"] = False
+    try:
+        out = convert_vitpose(args.src, args.out, preset=args.preset, **overrides)
+    except (ViTPoseImportError, FileNotFoundError) as e:
+        print(f"import-vitpose: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _model_info(args) -> int:
+    from model.checkpoint import CheckpointError, read_metadata
+
+    try:
+        meta = read_metadata(args.path)
+    except CheckpointError as e:
+        print(f"model-info: {e}", file=sys.stderr)
+        return 2
+    meta["config"] = meta["config"].to_dict()
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0

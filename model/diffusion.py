@@ -84,7 +84,7 @@ class HeatmapDiffusion(nn.Module):
         self.proj4 = nn.Conv2d(c4, d, 1)
         # "concat(features, step embedding) -> 1x1 conv", computed as proj4(f) + time_to_map(temb).
         self.time_to_map = nn.Linear(d, d)
-        self.joint_embed = nn.Parameter(torch.randn(k, d) * 0.02)
+        self.joint_embed = nn.Parameter(torch.randn(k, d))
         self.query = nn.Sequential(
             nn.Linear(4 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.LayerNorm(d),
         )
@@ -106,11 +106,16 @@ class HeatmapDiffusion(nn.Module):
         return self.proj16(cond.f16), self.proj8(cond.f8), self.proj4(cond.f4)
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, feats, prior: torch.Tensor) -> torch.Tensor:
-        """x_t (B*K', K, h, w) signal scale, t (B*K',) -> x0 in heatmap scale ([0, 1]-ish).
+        """x_t (B*R, K, h, w) signal scale, t (B*R,) -> x0 (B*R, K, h, w) in heatmap scale ([0, 1]-ish).
 
-        `feats` and `prior` hold B samples; x_t holds `rep` hypotheses per sample
+        `feats` and `prior` hold B samples; x_t holds R hypotheses per sample
         (sample-major), so each hypothesis reuses its sample's features.
         """
+        rep = x_t.shape[0] // prior.shape[0]
+        return prior.repeat_interleave(rep, dim=0) + self.correction(x_t, t, feats)
+
+    def correction(self, x_t: torch.Tensor, t: torch.Tensor, feats) -> torch.Tensor:
+        """The decoder proper: x0 - prior, (B*R, K, h, w)."""
         p16, p8, p4 = feats
         b = p4.shape[0]
         rep = x_t.shape[0] // b
@@ -135,8 +140,7 @@ class HeatmapDiffusion(nn.Module):
         ], dim=-1)
         kernel = self.out(self.query(q))  # (BR, K, d)
         corr = torch.einsum("brkd,brdn->brkn", kernel.view(b, rep, self.num_keypoints, -1), g4.flatten(3))
-        corr = corr.reshape(b * rep, self.num_keypoints, h, w) + self.out_bias.view(1, -1, 1, 1)
-        return prior.repeat_interleave(rep, dim=0) + corr
+        return corr.reshape(b * rep, self.num_keypoints, h, w) + self.out_bias.view(1, -1, 1, 1)
 
     # ------------------------------------------------------------------ training
     def training_loss(self, cond: DiffusionCond, gt_heatmaps: torch.Tensor, target_weight: torch.Tensor,
@@ -162,18 +166,23 @@ class HeatmapDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, cond: DiffusionCond, steps: int = 1, hypotheses: int = 1,
                generator: torch.Generator | None = None, init: torch.Tensor | None = None,
-               init_step: int | None = None, return_all: bool = False) -> torch.Tensor:
+               init_step: int | None = None, noise: torch.Tensor | None = None,
+               return_all: bool = False) -> torch.Tensor:
         """DDIM (eta = 0) from noise, or from `init` heatmaps (B, K, h, w) noised to `init_step`.
 
-        K hypotheses are one batch of B*K; returns their mean in heatmap scale,
-        (B, K, h, w) — or all of them, (B, hypotheses, K, h, w), with return_all.
+        K hypotheses are one batch of B*K (sample-major); returns their mean in
+        heatmap scale, (B, K, h, w) — or all of them, (B, hypotheses, K, h, w),
+        with return_all. `noise` (B*hypotheses, K, h, w) replaces the drawn noise.
         """
         prior = cond.prior
         b, k, h, w = prior.shape
         dev, dt = prior.device, prior.dtype
         feats = self._features(cond)
         start = None
-        noise = torch.randn((b * hypotheses, k, h, w), device=dev, dtype=dt, generator=generator)
+        if noise is None:
+            noise = torch.randn((b * hypotheses, k, h, w), device=dev, dtype=dt, generator=generator)
+        elif tuple(noise.shape) != (b * hypotheses, k, h, w):
+            raise ValueError(f"noise must be {(b * hypotheses, k, h, w)}, got {tuple(noise.shape)}")
         if init is None:
             x = noise
         else:
@@ -181,15 +190,17 @@ class HeatmapDiffusion(nn.Module):
             ab = self.alphas_cumprod[start].to(dt)
             x0_init = self.to_signal(init).repeat_interleave(hypotheses, dim=0)
             x = ab.sqrt() * x0_init + (1 - ab).sqrt() * noise
-        x0 = None
+        prior_rep = prior.repeat_interleave(hypotheses, dim=0)
+        corr = None
         for t, t_next in self.ddim_times(steps, start):
             tt = torch.full((b * hypotheses,), t, device=dev, dtype=torch.long)
-            x0 = self.predict_x0(x, tt, feats, prior)
+            corr = self.correction(x, tt, feats)
             if t_next < 0:
                 break
-            x0s = self.to_signal(x0).clamp(-self.scale, self.scale)
+            x0s = self.to_signal(prior_rep + corr).clamp(-self.scale, self.scale)
             ab, ab_next = self.alphas_cumprod[t].to(dt), self.alphas_cumprod[t_next].to(dt)
             eps = (x - ab.sqrt() * x0s) / (1 - ab).sqrt()
             x = ab_next.sqrt() * x0s + (1 - ab_next).sqrt() * eps
-        x0 = x0.view(b, hypotheses, k, h, w)
-        return x0 if return_all else x0.mean(dim=1)
+        corr = corr.view(b, hypotheses, k, h, w)
+        # prior + mean(correction): exactly the prior while the correction is zero.
+        return prior[:, None] + corr if return_all else prior + corr.mean(dim=1)
