@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(86400, gt=0, description="Seconds a finished job and its results stay in Redis.")
     idempotency_ttl_s: int = Field(86400, gt=0, description="Seconds an Idempotency-Key maps to its job.")
     result_page_limit: int = Field(500, gt=0, description="Most frames per GET /jobs/{id}/result page.")
-    upload_chunk_bytes: int = Field(1024 * 1024, gt=0, description="Chunk size used to stream uploads "
-                                    "to the blob store.")
+    max_options_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted `options` JSON "
+                                   "part in bytes (per-frame boxes of long clips can be large; 413 past it).")
     retry_after_s: int = Field(5, gt=0, description="Retry-After seconds sent with 429 responses.")
 
     # --- worker ---

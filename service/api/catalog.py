@@ -1,0 +1,81 @@
+"""Which models exist: what workers registered in Redis, else the checkpoints in models_dir.
+
+Checkpoint headers are read without torch or safetensors' loader: a .safetensors
+file starts with an 8-byte little-endian header length, then that many bytes of
+JSON whose "__metadata__" object holds string metadata (vidpose writes format,
+config JSON, keypoints, skeleton and info JSON there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Config fields worth showing in GET /models.
+SUMMARY_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "input_size", "heatmap_size",
+                  "num_keypoints", "temporal", "window", "diffusion", "diffusion_steps", "hypotheses")
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict, bytes]:
+    """(parsed header, raw header bytes) of a .safetensors file; ValueError if it is not one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > MAX_HEADER_BYTES:
+            raise ValueError(f"implausible safetensors header length {n}")
+        raw = f.read(n)
+    if len(raw) != n:
+        raise ValueError("truncated safetensors header")
+    try:
+        header = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"safetensors header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not an object")
+    return header, raw
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """{name, version, config summary, keypoints, info} of a vidpose checkpoint (or {name, error})."""
+    path = Path(path)
+    entry: dict = {"name": path.stem}
+    try:
+        header, raw = read_safetensors_header(path)
+        meta = header.get("__metadata__") or {}
+        if meta.get("format") != "vidpose":
+            raise ValueError("not a vidpose checkpoint (metadata format != 'vidpose')")
+        config = json.loads(meta.get("config", "{}"))
+        info = json.loads(meta.get("info", "{}"))
+        entry["config"] = {k: config[k] for k in SUMMARY_FIELDS if k in config}
+        entry["keypoints"] = json.loads(meta.get("keypoints", "[]"))
+        entry["info"] = info
+        # An explicit version from training info, else a content hash of the header (names + shapes + meta).
+        entry["version"] = str(info.get("version") or hashlib.sha256(raw).hexdigest()[:12])
+    except (OSError, ValueError) as e:
+        entry["error"] = str(e)
+    return entry
+
+
+def scan_models_dir(models_dir: str | Path) -> list[dict]:
+    """checkpoint_info for every `*.safetensors` in the directory, sorted by name."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        return []
+    return [checkpoint_info(p) for p in sorted(root.glob("*.safetensors"))]
+
+
+def worker_models(worker: dict) -> list[str]:
+    """Model names a live worker's heartbeat info says it serves ('model' str or 'models' list)."""
+    names: list[str] = []
+    for key in ("model", "models"):
+        value = worker.get(key)
+        if isinstance(value, str) and value:
+            names.append(value)
+        elif isinstance(value, list):
+            names += [str(v) for v in value]
+    return names

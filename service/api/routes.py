@@ -1,0 +1,366 @@
+"""HTTP endpoints: jobs (submit, status, result, cancel), models, and ops (health, readiness, metrics).
+
+Endpoints that only talk to Redis are plain `def`s: FastAPI runs them in its
+threadpool, so the synchronous redis-py client never blocks the event loop.
+POST /estimate is `async` because it consumes the request stream itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from service import metrics
+from service.api import catalog
+from service.api.auth import authenticate
+from service.api.errors import ApiError, validation_message
+from service.api.formats import to_coco, to_posetrack
+from service.api.probe import InvalidVideo, probe_video
+from service.api.schemas import ErrorBody, EstimateOptions, JobAccepted, JobView, ModelList, ResultPage
+from service.api.upload import MultipartUpload
+from service.queue import ACTIVE, JobQueue
+from service.settings import Settings
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+# Multipart framing around the two parts: generous, only used for the early Content-Length check.
+_FRAMING_BYTES = 64 * 1024
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)}
+
+
+
+# ---------------------------------------------------------------- helpers
+def _state(request: Request) -> tuple[Settings, JobQueue]:
+    return request.app.state.settings, request.app.state.queue
+
+
+def _base(request: Request) -> str:
+    """URL prefix the client used (root_path behind a proxy, plus /v1 when called there)."""
+    root = request.scope.get("root_path", "") or ""
+    path = request.url.path
+    return root + ("/v1" if path[len(root):].startswith("/v1/") else "")
+
+
+def _load_job(queue: JobQueue, job_id: str, owner: str) -> dict:
+    """The caller's job, or 404 (unknown, expired, or another key's job: indistinguishable)."""
+    job = queue.get_job(job_id) if JOB_ID.match(job_id) else None
+    if job is None or job["owner"] != owner:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (unknown, expired, or not yours)")
+    return job
+
+
+def _model_info(queue: JobQueue, name: str) -> dict:
+    return queue.list_models().get(name, {})
+
+
+def _job_view(job: dict, model_info: dict) -> dict:
+    total, done = job["frames_total"], job["frames_done"]
+    if job["status"] == "succeeded":
+        progress = 1.0
+    else:
+        progress = min(1.0, done / total) if total > 0 else 0.0
+    error = None
+    if job["error_code"] and job["status"] in ("failed", "cancelled"):
+        error = {"code": job["error_code"], "message": job["error_message"] or job["error_code"]}
+    return {
+        "job_id": job["job_id"], "status": job["status"], "progress": round(progress, 4),
+        "frames_total": total, "frames_done": done, "created_at": job["created_at"],
+        "started_at": job["started_at"], "finished_at": job["finished_at"],
+        "model": {"name": job["model"], "version": model_info.get("version")},
+        "error": error,
+    }
+
+
+def _accepted(request: Request, job_id: str, status: str, replayed: bool = False) -> JSONResponse:
+    base = _base(request)
+    body = {"job_id": job_id, "status": status, "status_url": f"{base}/jobs/{job_id}",
+            "result_url": f"{base}/jobs/{job_id}/result"}
+    headers = {"Location": body["status_url"]}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def _known_models(settings: Settings, queue: JobQueue) -> set[str]:
+    names = set(settings.models) | {settings.default_model} | set(queue.list_models())
+    if settings.models_dir.is_dir():
+        names |= {p.stem for p in settings.models_dir.glob("*.safetensors")}
+    return names
+
+
+def _parse_options(raw: str | None) -> EstimateOptions:
+    if raw is None or not raw.strip():
+        return EstimateOptions()
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, "invalid_options", f"options is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_options", "options must be a JSON object")
+    try:
+        return EstimateOptions.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(422, "invalid_options", "options: " + validation_message(e.errors())) from None
+
+
+async def _drain(stream, limit: int) -> None:
+    """Read and drop the rest of a rejected body (up to `limit` bytes) so the client reads our error
+    instead of a reset connection; past the limit we stop and the server closes the connection."""
+    seen = 0
+    try:
+        async for chunk in stream:
+            seen += len(chunk)
+            if seen > limit:
+                break
+    except Exception:  # client went away: nothing to tell it
+        pass
+
+
+def _too_busy(settings: Settings, backlog: int) -> ApiError:
+    return ApiError(429, "too_many_requests",
+                    f"the queue is full ({backlog} frames waiting, limit {settings.max_queued_frames}); "
+                    f"retry in {settings.retry_after_s} s", {"Retry-After": str(settings.retry_after_s)})
+
+
+# ---------------------------------------------------------------- jobs
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["video"],
+    "properties": {
+        "video": {"type": "string", "format": "binary",
+                  "description": "The clip: .mp4, .avi, .mov, .webm or .mkv."},
+        "options": {"type": "string", "description": "Optional JSON object: " + ", ".join(
+            f"`{k}`" for k in EstimateOptions.model_fields) + " (see EstimateOptions)."},
+    }}}}}}
+
+
+async def estimate(request: Request, owner: str = Depends(authenticate),
+                   idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+    settings, queue = _state(request)
+    stream = request.stream()
+    drain_limit = settings.max_upload_bytes + settings.max_options_bytes
+    upload: MultipartUpload | None = None
+    refused_unread = False  # rejected on Content-Length alone: don't read that body at all
+    try:
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 printable ASCII "
+                           "characters without spaces")
+        upload = MultipartUpload(request.headers.get("content-type"), request.app.state.blobs,
+                                 settings.max_options_bytes)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > drain_limit + _FRAMING_BYTES:
+            refused_unread = True
+            raise ApiError(413, "upload_too_large", f"the request ({declared} bytes) exceeds the upload "
+                           f"limit of {settings.max_upload_bytes} bytes (VIDPOSE_MAX_UPLOAD_BYTES)")
+        if idempotency_key:
+            existing = await run_in_threadpool(queue.find_idempotent, owner, idempotency_key)
+            if existing:  # replay: same job, no second upload stored
+                await _drain(stream, drain_limit)
+                job = await run_in_threadpool(queue.get_job, existing)
+                return _accepted(request, existing, job["status"] if job else "queued", replayed=True)
+        backlog = await run_in_threadpool(queue.backlog_frames)
+        if backlog >= settings.max_queued_frames:
+            raise _too_busy(settings, backlog)
+
+        form = await upload.parse(stream)
+        if form.blob is None:
+            raise ApiError(400, "missing_video", "no 'video' file part in the form")
+        options = _parse_options(form.fields.get("options"))
+        model = options.model or settings.default_model
+        if model not in await run_in_threadpool(_known_models, settings, queue):
+            raise ApiError(422, "unknown_model",
+                           f"unknown model {model!r}; GET /models lists the served ones")
+        try:
+            video = await run_in_threadpool(probe_video, form.blob, settings.max_frames)
+        except InvalidVideo as e:
+            raise ApiError(422, "invalid_video", f"{form.filename}: {e}") from None
+        frames_total = min(video.frames, options.max_frames or video.frames)
+        if frames_total > settings.max_frames:
+            raise ApiError(422, "too_many_frames", f"the clip has {video.frames} frames; the limit per job "
+                           f"is {settings.max_frames} (set options.max_frames to process only the start)")
+        backlog = await run_in_threadpool(queue.backlog_frames)
+        if backlog > 0 and backlog + frames_total > settings.max_queued_frames:
+            raise _too_busy(settings, backlog)
+        job_id, created = await run_in_threadpool(
+            queue.submit, owner, model, str(form.blob), options.model_dump(exclude_none=True), frames_total,
+            {**video.to_dict(), "frames": frames_total}, idempotency_key)
+    except ApiError as e:
+        metrics.JOBS_REJECTED.labels(e.code).inc()
+        if upload is not None:
+            upload.cleanup()
+        if not refused_unread:
+            await _drain(stream, drain_limit)
+        raise
+    except BaseException:
+        if upload is not None:
+            upload.cleanup()
+        raise
+    if not created:  # an idempotent twin won the race: keep its blob, drop ours
+        upload.cleanup()
+        job = await run_in_threadpool(queue.get_job, job_id)
+        return _accepted(request, job_id, job["status"] if job else "queued", replayed=True)
+    metrics.JOBS_SUBMITTED.labels(model).inc()
+    metrics.UPLOAD_BYTES.observe(form.size)
+    return _accepted(request, job_id, "queued")
+
+
+def get_job(job_id: str, request: Request, owner: str = Depends(authenticate)):
+    _, queue = _state(request)
+    job = _load_job(queue, job_id, owner)
+    return _job_view(job, _model_info(queue, job["model"]))
+
+
+def get_result(job_id: str, request: Request, owner: str = Depends(authenticate),
+               start_frame: int = Query(0, ge=0, description="First frame index of the page."),
+               limit: int | None = Query(None, ge=1, description="Frames per page (capped at the server's "
+                                         "result_page_limit)."),
+               format: Literal["json", "posetrack", "coco"] = Query(
+                   "json", description="json (default), posetrack (PoseTrack18 JSON) or coco (results list). "
+                   "posetrack/coco pages announce the next page in X-Next-Start-Frame and Link headers.")):
+    settings, queue = _state(request)
+    job = _load_job(queue, job_id, owner)
+    status = job["status"]
+    if status in ACTIVE:
+        done = f"{job['frames_done']}/{job['frames_total']}"
+        raise ApiError(409, "job_not_finished", f"job is {status} ({done} frames); "
+                       f"poll GET {_base(request)}/jobs/{job_id} until it succeeds")
+    if status != "succeeded":
+        reason = f": {job['error_message']}" if job["error_message"] else ""
+        raise ApiError(409, f"job_{status}", f"job {status}{reason}; it has no result")
+    limit = min(limit or settings.result_page_limit, settings.result_page_limit)
+    frames = queue.get_frames(job_id, start_frame, limit)
+    end = start_frame + limit
+    next_start = end if end < job["frames_total"] else None
+    info = _model_info(queue, job["model"])
+    video = job["video"] or {}
+    result = {
+        "job_id": job_id,
+        "model": {"name": job["model"], "version": info.get("version")},
+        "video": {"width": int(video.get("width", 0)), "height": int(video.get("height", 0)),
+                  "fps": float(video.get("fps", 0.0)),
+                  "frames": int(video.get("frames", job["frames_total"]))},
+        "keypoint_names": list(info.get("keypoints") or COCO_KEYPOINTS),
+        "skeleton": [list(p) for p in (info.get("skeleton") or COCO_SKELETON)],
+        "frames": frames,
+        "next_start_frame": next_start,
+    }
+    if format == "json":
+        return JSONResponse(result)
+    body = to_posetrack(result) if format == "posetrack" else to_coco(frames)
+    headers = {}
+    if next_start is not None:
+        headers["X-Next-Start-Frame"] = str(next_start)
+        url = request.url.include_query_params(start_frame=next_start)
+        headers["Link"] = f'<{url}>; rel="next"'
+    return JSONResponse(body, headers=headers)
+
+
+def cancel_job(job_id: str, request: Request, owner: str = Depends(authenticate)):
+    _, queue = _state(request)
+    _load_job(queue, job_id, owner)
+    changed, before = queue.cancel_job(job_id)
+    if before is None:  # expired between the two calls
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    if not changed:
+        raise ApiError(409, "job_finished",
+                       f"job already {before}; only queued or running jobs can be cancelled")
+    metrics.API_JOBS_FINISHED.labels("cancelled").inc()
+    job = queue.get_job(job_id)
+    return _job_view(job, _model_info(queue, job["model"]))
+
+
+def list_models(request: Request, owner: str = Depends(authenticate)):
+    settings, queue = _state(request)
+    registered = queue.list_models()
+    served: dict[str, list[dict]] = {}
+    for worker in queue.live_workers():
+        for name in catalog.worker_models(worker):
+            served.setdefault(name, []).append(worker)
+    entries: dict[str, dict] = {}
+    if registered:
+        for name, info in registered.items():
+            entries[name] = {"name": name, "version": info.get("version"), "source": "workers",
+                             "config": info.get("config") if isinstance(info.get("config"), dict) else {}}
+    else:  # no worker registered yet: what would be served, from the checkpoint files
+        for info in catalog.scan_models_dir(settings.models_dir):
+            entries[info["name"]] = {"name": info["name"], "version": info.get("version"),
+                                     "source": "models_dir", "config": info.get("config", {}),
+                                     "error": info.get("error")}
+    for name in served:
+        entries.setdefault(name, {"name": name, "version": None, "source": "workers", "config": {}})
+    models = []
+    for name in sorted(entries):
+        workers = served.get(name, [])
+        devices = sorted({str(w.get("device")) for w in workers if w.get("device")})
+        models.append({**entries[name], "default": name == settings.default_model, "loaded": bool(workers),
+                       "workers": len(workers), "devices": devices})
+    return {"default_model": settings.default_model, "models": models}
+
+
+# ---------------------------------------------------------------- ops (no auth)
+def healthz():
+    return {"status": "ok"}
+
+
+def readyz(request: Request):
+    _, queue = _state(request)
+    try:
+        queue.ping()
+        workers = queue.live_workers()
+    except Exception as e:  # any Redis failure means not ready
+        raise ApiError(503, "redis_unavailable", f"Redis is not reachable: {e}") from None
+    if not workers:
+        raise ApiError(503, "no_live_workers",
+                       "no worker has sent a heartbeat recently; start `vidpose worker`")
+    return {"status": "ready", "workers": len(workers)}
+
+
+def prometheus_metrics(request: Request):
+    settings, queue = _state(request)
+    try:  # gauges that live in Redis are read at scrape time
+        metrics.BACKLOG_FRAMES.set(queue.backlog_frames())
+        metrics.LIVE_WORKERS.set(len(queue.live_workers()))
+        for name in set(settings.models) | set(queue.list_models()):
+            metrics.QUEUE_JOBS.labels(name).set(queue.queue_length(name))
+    except Exception:  # Redis down: still serve what this process knows
+        pass
+    body, content_type = metrics.render(metrics.API_REGISTRY)
+    return Response(body, media_type=content_type)
+
+
+# ---------------------------------------------------------------- routers
+def jobs_router(prefix: str = "") -> APIRouter:
+    """The jobs API under `prefix` ("" and "/v1"). Built per prefix so each route's template
+    carries its full path (metrics labels, OpenAPI)."""
+    r = APIRouter(prefix=prefix, tags=["jobs"])
+    r.add_api_route("/estimate", estimate, methods=["POST"], status_code=202, response_model=JobAccepted,
+                    responses=_ERRORS, openapi_extra=_UPLOAD_BODY,
+                    summary="Submit a clip for pose estimation")
+    r.add_api_route("/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=_ERRORS,
+                    summary="Job status and progress")
+    r.add_api_route("/jobs/{job_id}/result", get_result, methods=["GET"],
+                    responses={200: {"model": ResultPage}, **_ERRORS},
+                    summary="Tracked poses of a finished job, paged by frame")
+    r.add_api_route("/jobs/{job_id}", cancel_job, methods=["DELETE"], response_model=JobView,
+                    responses=_ERRORS, summary="Cancel a queued or running job")
+    r.add_api_route("/models", list_models, methods=["GET"], response_model=ModelList, responses=_ERRORS,
+                    summary="Models the workers serve (or, before any registered, the checkpoint files)")
+    return r
+
+
+def ops_router() -> APIRouter:
+    """Probes and metrics: never behind auth, only at the root."""
+    r = APIRouter(tags=["ops"])
+    r.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the process answers")
+    r.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"model": ErrorBody}},
+                    summary="Readiness: Redis reachable and at least one live worker")
+    r.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
+                    summary="Prometheus metrics of the API process")
+    return r

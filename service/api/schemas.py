@@ -1,0 +1,181 @@
+"""Request options and response bodies of the HTTP API (pydantic models, shown in /docs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _box(raw: Any, where: str) -> dict:
+    """[x, y, w, h] or {"bbox"|"box": [...], "track_id"?, "score"?} -> {"bbox", "track_id"?, "score"?}."""
+    out: dict[str, Any] = {}
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"bbox", "box", "track_id", "score"}
+        if unknown:
+            raise ValueError(f"{where}: unknown box fields {sorted(unknown)}")
+        bbox = raw.get("bbox", raw.get("box"))
+        track_id, score = raw.get("track_id"), raw.get("score")
+        if track_id is not None:
+            if isinstance(track_id, bool) or not isinstance(track_id, int) or track_id < 0:
+                raise ValueError(f"{where}: track_id must be a non-negative integer")
+            out["track_id"] = track_id
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                raise ValueError(f"{where}: score must be a finite number")
+            out["score"] = float(score)
+    else:
+        bbox = raw
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        raise ValueError(f"{where}: a box must be [x, y, w, h] (COCO, pixels)")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in bbox):
+        raise ValueError(f"{where}: box values must be numbers")
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise ValueError(f"{where}: box needs finite values and w, h > 0")
+    out["bbox"] = [x, y, w, h]
+    return out
+
+
+class EstimateOptions(BaseModel):
+    """The optional `options` JSON part of POST /estimate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    boxes: dict[str, list[dict]] | None = Field(
+        None, description="Person boxes per frame, COCO [x, y, w, h] in pixels: a list indexed by frame "
+        "(`boxes[i]` = boxes of frame i) or an object keyed by frame index. A box is [x, y, w, h] or "
+        "{\"bbox\": [x, y, w, h], \"track_id\": int, \"score\": float}; without track_id the i-th box of "
+        "each frame is track i. Frames without boxes have no people. Without `boxes`, one full-frame box "
+        "per frame is used.")
+    model: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+                              description="Checkpoint name (GET /models); default: the server's default.")
+    window: int | None = Field(None, ge=1, le=63, description="Temporal window T (odd number of frames).")
+    diffusion_steps: int | None = Field(None, ge=0, le=100, description="DDIM steps of the diffusion head.")
+    hypotheses: int | None = Field(None, ge=1, le=32, description="Diffusion hypotheses averaged.")
+    max_frames: int | None = Field(None, ge=1, description="Process only the first max_frames frames.")
+
+    @field_validator("window")
+    @classmethod
+    def _odd(cls, v: int | None) -> int | None:
+        if v is not None and v % 2 == 0:
+            raise ValueError("window must be odd (the key frame sits in the middle)")
+        return v
+
+    @field_validator("boxes", mode="before")
+    @classmethod
+    def _normalize_boxes(cls, raw: Any) -> Any:
+        """Both accepted shapes -> {"frame_index": [box, ...]} (frames with no boxes dropped)."""
+        if raw is None:
+            return None
+        if isinstance(raw, list):
+            items = list(enumerate(raw))
+        elif isinstance(raw, dict):
+            items = []
+            for key, value in raw.items():
+                try:
+                    frame = int(key)
+                except (TypeError, ValueError):
+                    raise ValueError(f"frame key {key!r} is not an integer") from None
+                items.append((frame, value))
+        else:
+            raise ValueError("boxes must be a list (one entry per frame) or an object keyed by frame index")
+        out: dict[str, list[dict]] = {}
+        for frame, boxes in items:
+            if frame < 0:
+                raise ValueError(f"negative frame index {frame}")
+            if boxes is None:
+                continue
+            if not isinstance(boxes, list):
+                raise ValueError(f"boxes[{frame}] must be a list of boxes")
+            parsed = [_box(b, f"boxes[{frame}][{i}]") for i, b in enumerate(boxes)]
+            ids = [b.get("track_id", i) for i, b in enumerate(parsed)]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"boxes[{frame}]: track ids repeat within one frame")
+            if parsed:
+                out[str(frame)] = parsed
+        return out
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatusName
+    status_url: str
+    result_url: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str | None = None
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: JobStatusName
+    progress: float = Field(description="frames_done / frames_total, 0..1")
+    frames_total: int
+    frames_done: int
+    created_at: float | None = Field(description="Unix time (seconds)")
+    started_at: float | None
+    finished_at: float | None
+    model: ModelRef
+    error: ErrorDetail | None
+
+
+class VideoInfo(BaseModel):
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+class Instance(BaseModel):
+    track_id: int
+    bbox: list[float]
+    score: float | None
+    keypoints: list[list[float]]
+
+
+class ResultFrame(BaseModel):
+    frame_index: int
+    timestamp_s: float
+    instances: list[Instance]
+
+
+class ResultPage(BaseModel):
+    job_id: str
+    model: ModelRef
+    video: VideoInfo
+    keypoint_names: list[str]
+    skeleton: list[list[int]]
+    frames: list[ResultFrame]
+    next_start_frame: int | None
+
+
+class ModelEntry(BaseModel):
+    name: str
+    version: str | None = None
+    default: bool
+    loaded: bool = Field(description="At least one live worker serves it.")
+    workers: int
+    source: Literal["workers", "models_dir"]
+    devices: list[str] = []
+    config: dict = {}
+    error: str | None = None
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelEntry]
