@@ -31,6 +31,7 @@ from service.settings import Settings
 GROUP = "workers"
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
+DEAD_MAXLEN = 10000  # dead-letter stream keeps about this many entries
 
 # KEYS: idem, job, backlog, stream   ARGV: has_idem, job_id, idem_ttl, frames_total, prefix, field/value...
 _SUBMIT = """
@@ -71,7 +72,9 @@ _WRITE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return tonumber(redis.call('HGET', KEYS[1], 'frames_done') or '0')
 end
-if #ARGV > 0 then redis.call('HSET', KEYS[2], unpack(ARGV)) end
+for i = 1, #ARGV, 1000 do  -- chunks keep unpack() under Lua's stack limit
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 local n = redis.call('HLEN', KEYS[2])
 redis.call('HSET', KEYS[1], 'frames_done', n)
 return n
@@ -79,14 +82,26 @@ return n
 
 # Terminal transition, shared by finish, cancel and dead_letter.
 # KEYS: job, frames, backlog, stream, dead
-# ARGV: status, now, ttl, group, entry_id, error_code, error_message, dead(0/1), job_id, model, reason
+# ARGV: status, now, ttl, group, entry_id, error_code, error_message, dead(0/1), job_id, model, reason,
+#       prefix, dead_maxlen
+# A cancel passes no entry_id: if the job's entry was never delivered it is deleted (no worker will
+# get it); if a worker holds it, that worker sees the status and acks it.
 _FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
 local changed = 0
 if st == 'queued' or st == 'running' then
   if ARGV[8] == '1' then
-    redis.call('XADD', KEYS[5], '*', 'job_id', ARGV[9], 'model', ARGV[10], 'entry_id', ARGV[5],
-               'reason', ARGV[11], 'at', ARGV[2])
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[13]), '*', 'job_id', ARGV[9], 'model', ARGV[10],
+               'entry_id', ARGV[5], 'reason', ARGV[11], 'at', ARGV[2])
+  end
+  if ARGV[5] == '' then
+    local entry = redis.call('HGET', KEYS[1], 'entry_id')
+    local model = redis.call('HGET', KEYS[1], 'model')
+    if entry and model then
+      local stream = ARGV[12] .. ':jobs:' .. model
+      local ok, pending = pcall(redis.call, 'XPENDING', stream, ARGV[4], entry, entry, 1)
+      if (not ok) or #pending == 0 then redis.call('XDEL', stream, entry) end
+    end
   end
   redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2],
              'error_code', ARGV[6], 'error_message', ARGV[7])
@@ -256,7 +271,7 @@ class JobQueue:
             keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
                   self.stream_key("-"), self.dead_key],
             args=["cancelled", repr(time.time()), self.settings.job_ttl_s, GROUP, "",
-                  "cancelled", "cancelled by the client", "0", job_id, "", ""],
+                  "cancelled", "cancelled by the client", "0", job_id, "", "", self.prefix, DEAD_MAXLEN],
         )
         before = _s(before)
         return bool(int(changed)), (before or None)
@@ -396,9 +411,16 @@ class JobQueue:
             keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
                   self.stream_key(model), self.dead_key],
             args=[status, repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id or "",
-                  error_code or "", error_message or "", "0", job_id, model, ""],
+                  error_code or "", error_message or "", "0", job_id, model, "", self.prefix, DEAD_MAXLEN],
         )
         return bool(int(changed))
+
+    def ack(self, model: str, entry_id: str) -> None:
+        """Acknowledge and delete a stream entry without touching the job (finish() already does this)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(self.stream_key(model), GROUP, entry_id)
+        pipe.xdel(self.stream_key(model), entry_id)
+        pipe.execute()
 
     def dead_letter(self, job_id: str, model: str, entry_id: str, reason: str) -> bool:
         """Record the entry in `P:dead`, fail the job with too_many_deliveries, ack the entry."""
@@ -406,7 +428,7 @@ class JobQueue:
             keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
                   self.stream_key(model), self.dead_key],
             args=["failed", repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id,
-                  "too_many_deliveries", reason, "1", job_id, model, reason],
+                  "too_many_deliveries", reason, "1", job_id, model, reason, self.prefix, DEAD_MAXLEN],
         )
         return bool(int(changed))
 

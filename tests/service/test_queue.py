@@ -88,18 +88,40 @@ def test_finish_is_exactly_once_under_races(q):
     assert q.backlog_frames() == 0
 
 
-def test_cancel_queued_job_then_worker_acks_it(q, redis_client):
+def test_cancel_undelivered_job_removes_its_entry(q, redis_client):
     jid, _ = _submit(q, frames=6)
+    assert q.queue_length(MODEL) == 1
     assert q.cancel(jid) == "cancelled"
     assert q.backlog_frames() == 0 and q.is_cancelled(jid)
     assert q.cancel(jid) == "cancelled" and q.cancel_job(jid) == (False, "cancelled")
+    assert q.queue_length(MODEL) == 0 and q.claim("w", [MODEL], 1, None) == []  # no worker gets it
+    assert q.get_job(jid)["status"] == "cancelled" and q.get_job(jid)["error_code"] == "cancelled"
+    assert q.cancel("unknown") is None
+    late, _ = _submit(q, frames=1, model="no-group-yet")
+    assert q.cancel(late) == "cancelled" and q.queue_length("no-group-yet") == 0
+
+
+def test_cancel_delivered_job_then_worker_acks_it(q, redis_client):
+    jid, _ = _submit(q, frames=6)
     (model, entry, got), = q.claim("w", [MODEL], 1, None)
+    assert q.cancel(jid) == "cancelled"
+    assert q.queue_length(MODEL) == 1  # held by a worker: it must see the status and ack
     assert got == jid and not q.start(jid, "w", 6, {})
     assert not q.finish(jid, model, entry, "succeeded")  # stays cancelled, entry acked
-    assert q.get_job(jid)["status"] == "cancelled" and q.get_job(jid)["error_code"] == "cancelled"
+    assert q.get_job(jid)["status"] == "cancelled"
     assert redis_client.xpending(q.stream_key(MODEL), GROUP)["pending"] == 0
-    assert q.backlog_frames() == 0
-    assert q.cancel("unknown") is None
+    assert q.queue_length(MODEL) == 0 and q.backlog_frames() == 0
+
+
+def test_large_frame_writes_and_ack(q):
+    jid, _ = _submit(q, frames=6000)
+    (_, entry, _), = q.claim("w", [MODEL], 1, None)
+    q.start(jid, "w", 6000, {})
+    frames = {i: _frame(i) for i in range(6000)}  # 12000 script args: chunked HSET
+    assert q.write_frames(jid, frames) == 6000
+    assert q.get_frames(jid, 5998, 10) == [_frame(5998), _frame(5999)]
+    q.ack(MODEL, entry)
+    assert q.queue_length(MODEL) == 0
 
 
 def test_cancel_running_job_stops_result_writes(q):
@@ -154,6 +176,18 @@ def test_idempotency_per_owner(q):
     assert a == b != c
     assert q.backlog_frames() == 10 and q.queue_length(MODEL) == 2
     assert q.find_idempotent("o1", "k") == a and q.find_idempotent("o1", "other") is None
+
+
+def test_idempotency_race_creates_one_job(q):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_submit(q, frames=3, owner="o", key="race")))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({jid for jid, _ in results}) == 1 and sum(created for _, created in results) == 1
+    assert q.backlog_frames() == 3 and q.queue_length(MODEL) == 1
 
 
 def test_claim_blocks_briefly_and_spans_models(q):
