@@ -67,6 +67,16 @@ redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 return 1
 """
 
+# KEYS: job, backlog   ARGV: frames_total, video_json
+_SET_TOTAL = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local old = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
+local new = tonumber(ARGV[1])
+redis.call('INCRBY', KEYS[2], new - old)
+redis.call('HSET', KEYS[1], 'frames_total', new, 'backlog', new, 'video', ARGV[2])
+return 1
+"""
+
 # KEYS: job, frames   ARGV: field/value...
 _WRITE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
@@ -155,6 +165,7 @@ class JobQueue:
         self.prefix = settings.key_prefix
         self._submit = self.r.register_script(_SUBMIT)
         self._start = self.r.register_script(_START)
+        self._set_total = self.r.register_script(_SET_TOTAL)
         self._write = self.r.register_script(_WRITE)
         self._finish = self.r.register_script(_FINISH)
         self._requeue = self.r.register_script(_REQUEUE)
@@ -379,6 +390,13 @@ class JobQueue:
         """
         ok = self._start(keys=[self.job_key(job_id), self.backlog_key],
                          args=[worker_id, int(frames_total), json.dumps(video), repr(time.time())])
+        return bool(int(ok))
+
+    def set_frames_total(self, job_id: str, frames_total: int, video: dict) -> bool:
+        """Correct a running job's frame count (the decoder found fewer/more frames than the container
+        said); the backlog counter follows. False unless the job is running."""
+        ok = self._set_total(keys=[self.job_key(job_id), self.backlog_key],
+                             args=[int(frames_total), json.dumps(video)])
         return bool(int(ok))
 
     def write_frames(self, job_id: str, frames: dict[int, dict]) -> int:

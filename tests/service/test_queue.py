@@ -50,6 +50,9 @@ def test_full_worker_flow_releases_backlog_once_and_acks(q, redis_client):
     # The worker decodes 3 frames, not the 4 the API probed: backlog follows.
     assert q.start(jid, "w1", 3, {"width": 64, "height": 48, "fps": 5.0, "frames": 3})
     assert q.backlog_frames() == 3
+    assert q.set_frames_total(jid, 4, {"frames": 4}) and q.backlog_frames() == 4
+    assert q.set_frames_total(jid, 3, {"width": 64, "height": 48, "fps": 5.0, "frames": 3})
+    assert q.backlog_frames() == 3 and q.get_job(jid)["deliveries"] == 1
     assert q.write_frames(jid, {0: _frame(0), 1: _frame(1)}) == 2
     assert q.write_frames(jid, {1: _frame(1), 2: _frame(2)}) == 3  # rewrite of frame 1: no duplicate
     assert q.get_job(jid)["status"] == "running"
@@ -65,6 +68,7 @@ def test_full_worker_flow_releases_backlog_once_and_acks(q, redis_client):
     assert redis_client.xpending(q.stream_key(MODEL), GROUP)["pending"] == 0
     assert q.queue_length(MODEL) == 0
     assert q.cancel(jid) == "succeeded"  # cannot cancel a finished job
+    assert not q.set_frames_total(jid, 9, {}) and q.backlog_frames() == 0
 
 
 def test_finish_is_exactly_once_under_races(q):
