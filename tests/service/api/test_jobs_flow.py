@@ -130,7 +130,7 @@ def test_cancel_queued_and_running(api_factory, simulated_worker, clips):
         assert res.status_code == 409 and res.json()["error"]["code"] == "job_cancelled"
         assert api.queue.backlog_frames() == 0
 
-        worker = simulated_worker(api, frame_delay_s=0.2)
+        worker = simulated_worker(api, frame_delay_s=0.3)
         running_id = submit(c, clips["street"]).json()["job_id"]
         wait_for(c, running_id, ("running",))
         assert c.delete(f"/jobs/{running_id}").json()["status"] == "cancelled"
@@ -174,3 +174,33 @@ def test_idempotency_key(api_factory, clips):
         assert api.queue.backlog_frames() == 15
         bad = submit(alice, clips["soccer"], headers={"Idempotency-Key": "has space"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_upload_streams_to_a_temp_file_then_renames(api, clips):
+    """The server writes chunks as they arrive (a growing hidden .part file), not after the body ends."""
+    video = clips["street"].read_bytes()
+    boundary = "vidposeboundary"
+    seen_sizes = []
+
+    def slow_body():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"w.mp4\"\r\n"
+               "Content-Type: video/mp4\r\n\r\n").encode()
+        for i in range(0, len(video), 50_000):
+            yield video[i:i + 50_000]
+            deadline = time.monotonic() + 5
+            while True:  # wait until the server has written what we sent so far
+                parts = [p for p in api.blob_dir.iterdir() if p.name.endswith(".part")]
+                if parts and parts[0].stat().st_size >= min(i + 50_000, len(video)):
+                    seen_sizes.append(parts[0].stat().st_size)
+                    break
+                assert time.monotonic() < deadline, "upload not written incrementally"
+                time.sleep(0.005)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with api.client() as c:
+        r = c.post("/estimate", content=slow_body(),
+                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 202, r.text
+    assert len(seen_sizes) == 5 and seen_sizes == sorted(seen_sizes)
+    [blob] = api.blobs()
+    assert blob.read_bytes() == video and not blob.name.startswith(".")
