@@ -19,28 +19,10 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
+from service.metrics import MODEL_FORWARD
+from service.worker.modelfiles import ModelNotFound, resolve_model  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotFound(FileNotFoundError):
-    pass
-
-
-def resolve_model(name_or_path: str, models_dir: str | Path) -> tuple[str, Path]:
-    """A model name (`<models_dir>/<name>.safetensors`) or a file path -> (name, path)."""
-    p = Path(name_or_path)
-    if p.suffix == ".safetensors" or p.is_file():
-        if not p.is_file():
-            raise ModelNotFound(f"model file not found: {p}")
-        return p.stem, p.resolve()
-    path = Path(models_dir) / f"{name_or_path}.safetensors"
-    if not path.is_file():
-        raise ModelNotFound(
-            f"model {name_or_path!r} not found: expected the checkpoint file {path}. "
-            "Train one (`vidpose train`, see README), copy a .safetensors checkpoint there, "
-            "set VIDPOSE_MODELS_DIR to the folder holding it, or pass --model PATH/TO/FILE.safetensors")
-    return name_or_path, path.resolve()
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -108,6 +90,16 @@ class Engine:
     def default_options(self) -> DecodeOptions:
         return DecodeOptions(int(self.cfg.diffusion_steps), int(self.cfg.hypotheses))
 
+    def decode_options(self, diffusion_steps: int | None = None,
+                       hypotheses: int | None = None) -> DecodeOptions:
+        """A job's decoder options (None: the checkpoint's). Without a diffusion head they are moot, so
+        every job of such a model gets the same options (and shares batches)."""
+        base = self.default_options()
+        if not self.cfg.diffusion:
+            return base
+        return DecodeOptions(base.diffusion_steps if diffusion_steps is None else int(diffusion_steps),
+                             base.hypotheses if hypotheses is None else int(hypotheses))
+
     def info(self) -> dict:
         c = self.cfg
         return {
@@ -129,26 +121,37 @@ class Engine:
         """(N, 3, H, W) normalised crops -> (N, C, gh, gw) features, kept on the device."""
         x = torch.as_tensor(crops).to(self.device, non_blocking=True)
         with self._lock, self._autocast():
-            return self.model.encode_frames(x)
+            t0 = time.perf_counter()
+            feats = self.model.encode_frames(x)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # so the metric measures compute, not the launch
+            MODEL_FORWARD.labels(self.name, "encode").observe(time.perf_counter() - t0)
+        return feats
 
     @torch.inference_mode()
     def decode(self, feats: torch.Tensor, options: DecodeOptions | None = None) -> np.ndarray:
         """(B, T, C, gh, gw) features -> (B, K, 3) key-frame keypoints in heatmap cells + score."""
         opts = options or self.default_options()
         with self._lock, self._autocast(), self._decode_config(opts):
+            t0 = time.perf_counter()
             out = self.model.decode_windows(feats.to(self.device))
-            kps = self.model.decode_heatmaps(out["heatmaps"].float())
-        return kps.float().cpu().numpy()
+            kps = self.model.decode_heatmaps(out["heatmaps"].float()).float().cpu().numpy()
+            MODEL_FORWARD.labels(self.name, "decode").observe(time.perf_counter() - t0)
+        return kps
 
     @contextlib.contextmanager
     def _decode_config(self, opts: DecodeOptions):
         # PoseModel.decode_windows reads diffusion_steps/hypotheses from model.cfg; swap a copy in for
         # this call (safe: only the scheduler thread decodes, under self._lock).
+        # diffusion_steps == 0 means "no diffusion": the deterministic (temporal) head's heatmaps.
         base = self.model.cfg
         if (opts.diffusion_steps, opts.hypotheses) == (base.diffusion_steps, base.hypotheses):
             yield
             return
-        self.model.cfg = base.replace(diffusion_steps=opts.diffusion_steps, hypotheses=opts.hypotheses)
+        if opts.diffusion_steps == 0:
+            self.model.cfg = base.replace(diffusion=False)
+        else:
+            self.model.cfg = base.replace(diffusion_steps=opts.diffusion_steps, hypotheses=opts.hypotheses)
         try:
             yield
         finally:

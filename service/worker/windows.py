@@ -87,7 +87,8 @@ class WindowBuilder:
     Thread-safe against release() from the batch scheduler.
     """
 
-    def __init__(self, job_id: str, window: int, input_size: tuple[int, int], batch_key: tuple = ()):
+    def __init__(self, job_id: str, window: int, input_size: tuple[int, int], batch_key: tuple = (),
+                 owner: Any = None):
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be odd and >= 1, got {window}")
         self.job_id = job_id
@@ -95,6 +96,7 @@ class WindowBuilder:
         self.half = window // 2
         self.input_size = tuple(input_size)
         self.batch_key = batch_key
+        self.owner = owner  # whoever receives this job's window results (the worker's JobRun)
         self._lock = threading.Lock()
         self._refs: dict[tuple[int, int], CropRef] = {}  # (frame, track) -> live ref
         self._builder_pinned: set[tuple[int, int]] = set()  # refs still holding the builder's pin

@@ -1,0 +1,278 @@
+"""One claimed job on a worker: decode -> crops -> windows -> shared batcher; results -> Redis.
+
+A JobRun owns one thread. It streams the clip through a WindowBuilder, submits
+ready windows to the worker's DynamicBatcher (at most `max_inflight` at once:
+backpressure keeps memory bounded on long clips), and turns finished windows
+into result frames, written (idempotent HSET per frame) as soon as every person
+in a frame is done. Outcomes: succeeded, failed (invalid_video, invalid_options,
+internal_error), cancelled (client), requeued (worker draining), lost (another
+worker took the entry over).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_mod
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
+from service.worker.boxes import InvalidOptions, box_source
+from service.worker.decode import InvalidVideo, VideoReader
+from service.worker.pipeline import to_instance
+from service.worker.windows import Window, WindowBuilder
+
+if TYPE_CHECKING:
+    from service.worker.main import Worker
+
+log = logging.getLogger(__name__)
+
+FLUSH_FRAMES = 64  # write results at least every this many finished frames ...
+FLUSH_S = 0.25  # ... or this often
+CANCEL_CHECK_S = 0.1  # how often a running job polls its status for a client cancel (one HGET)
+
+
+class _Stop(Exception):
+    def __init__(self, outcome: str):
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+@dataclass
+class _FrameSlot:
+    timestamp_s: float
+    pending: int  # people in this frame whose window has not come back yet
+    instances: list = field(default_factory=list)
+
+
+class JobRun:
+    def __init__(self, worker: Worker, model: str, entry_id: str, job_id: str):
+        self.worker = worker
+        self.queue = worker.queue
+        self.model = model
+        self.entry_id = entry_id
+        self.job_id = job_id
+        self.engine = worker.engines[model]
+        self.batcher = worker.batcher
+        self.max_inflight = max(2 * worker.settings.worker_max_batch, 8)
+        self.inbox: queue_mod.Queue = queue_mod.Queue()
+        self.outcome: str | None = None
+        self._abort = threading.Event()  # set by the worker: drain (requeue) or lost entry
+        self._abort_reason = "requeued"
+        self._thread = threading.Thread(target=self._main, name=f"job-{job_id[:8]}", daemon=True)
+        self._inflight = 0
+        self._slots: dict[int, _FrameSlot] = {}
+        self._ready: dict[int, dict] = {}
+        self._last_flush = time.monotonic()
+        self._last_cancel_check = time.monotonic()
+        self.frames_written = 0
+        self.started = time.monotonic()
+        self.width = self.height = 0
+
+    # -- worker-facing -----------------------------------------------------------------------
+    def start(self) -> JobRun:
+        self._thread.start()
+        return self
+
+    def abort(self, reason: str = "requeued") -> None:
+        """Stop soon without finishing: "requeued" gives the job back, "lost" just lets go."""
+        self._abort_reason = reason
+        self._abort.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None and not self._thread.is_alive()
+
+    # -- scheduler-facing (called on the batcher thread) -------------------------------------
+    def on_results(self, windows: list[Window], results: Any) -> None:
+        if isinstance(results, BaseException):
+            self.inbox.put(("error", windows, results))
+        else:
+            self.inbox.put(("done", windows, results))
+
+    def on_dropped(self, windows: list[Window]) -> None:
+        self.inbox.put(("dropped", windows, None))
+
+    # -- the job thread -------------------------------------------------------------------------
+    def _main(self) -> None:
+        status, code, message = "failed", "internal_error", ""
+        try:
+            status, code, message = self._run()
+        except _Stop as stop:
+            status = stop.outcome
+        except InvalidVideo as e:
+            status, code, message = "failed", InvalidVideo.code, str(e)
+        except InvalidOptions as e:
+            status, code, message = "failed", InvalidOptions.code, str(e)
+        except Exception as e:  # a bug or a broken model: fail the job, keep the worker
+            log.exception("job %s failed", self.job_id)
+            status, code, message = "failed", "internal_error", f"{type(e).__name__}: {e}"
+        finally:
+            self._wind_down()
+        try:
+            self._conclude(status, code, message)
+        except Exception:  # Redis gone: leave the entry pending; another worker reclaims it
+            log.exception("job %s: could not record outcome %s", self.job_id, status)
+            self.outcome = "lost"
+
+    def _conclude(self, status: str, code: str, message: str) -> None:
+        q = self.queue
+        if status == "requeued":
+            self._flush(force=True)
+            q.requeue(self.job_id, self.model, self.entry_id)
+            self.outcome = "requeued"
+            log.info("job %s requeued (worker draining)", self.job_id)
+            return
+        if status == "lost":
+            self.outcome = "lost"
+            log.warning("job %s was taken over by another worker", self.job_id)
+            return
+        if status == "succeeded":
+            changed = q.finish(self.job_id, self.model, self.entry_id, "succeeded")
+        elif status == "cancelled":
+            changed = q.finish(self.job_id, self.model, self.entry_id, "cancelled")
+        else:
+            changed = q.finish(self.job_id, self.model, self.entry_id, "failed", code, message[:1000])
+        if changed:
+            JOBS_FINISHED.labels(status).inc()
+            JOB_DURATION.labels(self.model).observe(time.monotonic() - self.started)
+        self.outcome = status
+        log.info("job %s %s%s", self.job_id, status, f" ({code}: {message})" if status == "failed" else "")
+
+    def _options(self, options: dict) -> tuple[int, Any, int | None]:
+        eng = self.engine
+        window = options.get("window")
+        if window is not None and int(window) != eng.window:
+            raise InvalidOptions(f"model {eng.name!r} uses window T={eng.window}; got window={window}")
+        steps, hyp = options.get("diffusion_steps"), options.get("hypotheses")
+        for name, v, lo in (("diffusion_steps", steps, 0), ("hypotheses", hyp, 1)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                raise InvalidOptions(f"{name} must be an integer >= {lo}")
+        max_frames = self.worker.settings.max_frames
+        if options.get("max_frames") is not None:
+            mf = options["max_frames"]
+            if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
+                raise InvalidOptions("max_frames must be a positive integer")
+            max_frames = min(max_frames, mf)
+        return eng.window, eng.decode_options(steps, hyp), max_frames
+
+    def _run(self) -> tuple[str, str, str]:
+        q = self.queue
+        job = q.get_job(self.job_id)
+        if job is None or job["status"] not in ("queued", "running"):
+            return "cancelled", "", ""  # cancelled or expired before we started: just ack the entry
+        window, dopts, max_frames = self._options(job["options"])
+        boxes_for = box_source(job["options"])
+        blob = Path(job["blob"])
+        if not blob.is_absolute():
+            blob = Path(self.worker.settings.blob_dir) / blob
+        with VideoReader(blob, max_frames) as reader:
+            info = reader.info
+            self.width, self.height = info.width, info.height
+            if not q.start(self.job_id, self.worker.worker_id, info.frames, info.to_dict()):
+                return "cancelled", "", ""
+            if job.get("created_at"):
+                JOB_QUEUE_WAIT.labels(self.model).observe(max(0.0, time.time() - job["created_at"]))
+            builder = WindowBuilder(self.job_id, window, self.engine.input_size,
+                                    batch_key=(self.model, dopts), owner=self)
+            self._builder = builder
+            for frame in reader:
+                people = boxes_for(frame.index, frame.rgb)
+                self._slots[frame.index] = _FrameSlot(frame.timestamp_s, len(people))
+                if not people:
+                    self._frame_ready(frame.index)
+                self._submit(builder.add_frame(frame.index, frame.rgb, people))
+                self._pump(block=False)
+                while self._inflight >= self.max_inflight:
+                    self._pump(block=True)
+            self._submit(builder.finish())
+            n = reader.frames_read
+        if n != info.frames:  # the container's count was off: the decoded count is the truth
+            log.info("job %s: container said %d frames, decoded %d", self.job_id, info.frames, n)
+            fixed = {**info.to_dict(), "frames": n}
+            setter = getattr(q, "set_frames_total", None)
+            if setter is not None:
+                setter(self.job_id, n, fixed)
+            else:
+                q.start(self.job_id, self.worker.worker_id, n, fixed)
+        while self._inflight > 0 or self._ready:
+            self._pump(block=True)
+            self._flush(force=self._inflight == 0)
+        missing = [i for i, s in self._slots.items() if s.pending > 0]
+        if missing or len(self._slots) != n:
+            raise RuntimeError(f"internal: frames without results {missing[:10]}")
+        return "succeeded", "", ""
+
+    def _submit(self, windows: list[Window]) -> None:
+        if windows:
+            self._inflight += len(windows)
+            self.batcher.submit(windows)
+
+    def _frame_ready(self, index: int) -> None:
+        slot = self._slots[index]
+        slot.instances.sort(key=lambda inst: inst["track_id"])
+        self._ready[index] = {"frame_index": index, "timestamp_s": round(slot.timestamp_s, 6),
+                              "instances": slot.instances}
+
+    def _pump(self, block: bool) -> None:
+        """Take finished windows off the inbox, write ready frames when due, watch for stops."""
+        try:
+            item = self.inbox.get(timeout=0.05) if block else self.inbox.get_nowait()
+        except queue_mod.Empty:
+            item = None
+        while item is not None:
+            kind, windows, payload = item
+            self._inflight -= len(windows)
+            if kind == "error":
+                raise payload
+            if kind == "done":
+                for w, kps in zip(windows, payload, strict=True):
+                    slot = self._slots[w.key_frame]
+                    slot.instances.append(to_instance(w, kps, self.engine, self.width, self.height))
+                    slot.pending -= 1
+                    if slot.pending == 0:
+                        self._frame_ready(w.key_frame)
+            try:
+                item = self.inbox.get_nowait()
+            except queue_mod.Empty:
+                item = None
+        self._flush()
+        self._check_stop()
+
+    def _flush(self, force: bool = False) -> None:
+        if not self._ready:
+            return
+        if not force and len(self._ready) < FLUSH_FRAMES and time.monotonic() - self._last_flush < FLUSH_S:
+            return
+        frames, self._ready = self._ready, {}
+        self.queue.write_frames(self.job_id, frames)
+        self.frames_written += len(frames)
+        FRAMES_PROCESSED.labels(self.model).inc(len(frames))
+        self._last_flush = time.monotonic()
+
+    def _check_stop(self) -> None:
+        if self._abort.is_set():
+            raise _Stop(self._abort_reason)
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_CHECK_S:
+            self._last_cancel_check = now
+            if self.queue.is_cancelled(self.job_id):
+                raise _Stop("cancelled")
+
+    def _wind_down(self) -> None:
+        """Drop this job's queued windows and wait for the batch in flight (at most one) to return."""
+        self.batcher.cancel(self.job_id)
+        deadline = time.monotonic() + 120
+        while self._inflight > 0 and time.monotonic() < deadline:
+            try:
+                kind, windows, _ = self.inbox.get(timeout=0.1)
+            except queue_mod.Empty:
+                continue
+            self._inflight -= len(windows)

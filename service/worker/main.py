@@ -1,0 +1,312 @@
+"""The worker process: load models once, warm up, then claim and run jobs until told to stop.
+
+Threads: the main thread claims jobs (XREADGROUP; XAUTOCLAIM for entries
+idle on dead workers) and handles signals; one scheduler thread owns batching
+and the models (batcher.py, engine.py); one thread per held job decodes and
+writes results (job.py); a heartbeat thread keeps the worker registered and
+keeps its held entries fresh so live workers' jobs are never reclaimed.
+
+SIGTERM / SIGINT drain: stop claiming, let held jobs finish for up to
+`drain_timeout_s`, requeue the rest, deregister, exit 0. A second signal
+skips the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+from service.metrics import (
+    BATCH_SIZE,
+    BATCH_WAIT,
+    GPU_MEMORY_ALLOCATED,
+    GPU_MEMORY_MAX_ALLOCATED,
+    GPU_MEMORY_RESERVED,
+    JOBS_FINISHED,
+    MODEL_INFO,
+    WORKER_HEARTBEAT,
+    WORKER_JOBS_HELD,
+    WORKER_UP,
+)
+from service.queue import GROUP, JobQueue
+from service.settings import Settings
+from service.worker.batcher import DynamicBatcher
+from service.worker.engine import Engine
+from service.worker.http import WorkerHTTP
+from service.worker.job import JobRun
+from service.worker.pipeline import run_windows
+from service.worker.windows import Window
+
+log = logging.getLogger("vidpose.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings, models: list[str] | None = None, redis_client=None,
+                 worker_id: str | None = None, drain_timeout_s: float = 30.0,
+                 metrics_host: str | None = None):
+        if not settings.redis_url and redis_client is None:
+            raise RuntimeError("the worker needs Redis: set VIDPOSE_REDIS_URL (or use `vidpose serve`)")
+        self.settings = settings
+        self.model_args = list(models or settings.models)
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.drain_timeout_s = drain_timeout_s
+        self.metrics_host = metrics_host or settings.api_host
+        if redis_client is None:
+            import redis
+
+            redis_client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        self.redis = redis_client
+        self.queue = JobQueue(redis_client, settings)
+        self.engines: dict[str, Engine] = {}
+        self.runs: dict[tuple[str, str], JobRun] = {}  # (model, entry_id) -> run
+        self._runs_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._force = threading.Event()
+        self._started_at = time.time()
+        self.http: WorkerHTTP | None = None
+        self.batcher = DynamicBatcher(
+            settings.worker_max_batch, settings.worker_max_wait_ms / 1000.0, self._run_batch,
+            on_done=self._on_done, on_drop=self._on_drop, observe=self._observe)
+        self._last_reclaim = 0.0
+        self.jobs_done = 0
+
+    # -- setup -------------------------------------------------------------------------------
+    def load(self) -> None:
+        import torch
+
+        if self.settings.worker_threads > 0:
+            torch.set_num_threads(self.settings.worker_threads)
+        for arg in self.model_args:
+            eng = Engine.load(arg, self.settings.models_dir, self.settings.worker_device)
+            if eng.name in self.engines:
+                raise ValueError(f"model {eng.name!r} given twice")
+            self.engines[eng.name] = eng
+        for eng in self.engines.values():
+            took = eng.warmup(min(4, self.settings.worker_max_batch))
+            log.info("model %s (version %s) warm on %s in %.2fs", eng.name, eng.version, eng.device, took)
+            MODEL_INFO.labels(eng.name, eng.version, eng.device.type).set(1)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.engines)
+
+    @property
+    def ready(self) -> bool:
+        warm = bool(self.engines) and all(e.warm for e in self.engines.values())
+        return warm and not self.stopping.is_set()
+
+    def _readiness(self) -> tuple[bool, dict]:
+        detail = {"worker_id": self.worker_id, "models": self.models, "draining": self.stopping.is_set()}
+        return self.ready, detail
+
+    def info(self) -> dict:
+        first = next(iter(self.engines.values()), None)
+        return {"models": self.models, "device": first.device.type if first else "", "pid": os.getpid(),
+                "host": self.host, "started_at": self._started_at, "jobs": len(self.runs),
+                "max_batch": self.settings.worker_max_batch, "max_jobs": self.settings.worker_max_jobs}
+
+    # -- batcher callbacks (scheduler thread) -----------------------------------------------------
+    def _run_batch(self, windows: list[Window]):
+        model, dopts = windows[0].batch_key
+        max_encode = max(self.settings.worker_max_batch, 8)
+        return run_windows(self.engines[model], windows, dopts, max_encode=max_encode)
+
+    def _route(self, windows: list[Window]) -> dict:
+        by_owner: dict[int, tuple[JobRun, list[int]]] = {}
+        for i, w in enumerate(windows):
+            owner = w.builder.owner
+            by_owner.setdefault(id(owner), (owner, []))[1].append(i)
+        return by_owner
+
+    def _on_done(self, windows: list[Window], results) -> None:
+        for w in windows:
+            w.builder.release(w)
+        for owner, idx in self._route(windows).values():
+            ws = [windows[i] for i in idx]
+            owner.on_results(ws, results if isinstance(results, BaseException) else [results[i] for i in idx])
+
+    def _on_drop(self, windows: list[Window]) -> None:
+        for w in windows:
+            w.builder.release(w)
+        for owner, idx in self._route(windows).values():
+            owner.on_dropped([windows[i] for i in idx])
+
+    def _observe(self, size: int, wait_s: float) -> None:
+        model = next(iter(self.engines), "")
+        BATCH_SIZE.labels(model).observe(size)
+        BATCH_WAIT.labels(model).observe(wait_s)
+
+    # -- heartbeat --------------------------------------------------------------------------------
+    def _touch_held(self) -> None:
+        """Reset the idle time of entries we hold (XCLAIM to ourselves, JUSTID: no delivery count),
+        so XAUTOCLAIM on other workers takes only entries of dead workers. An entry that another
+        worker took over meanwhile is let go."""
+        with self._runs_lock:
+            held = list(self.runs.items())
+        touch = getattr(self.queue, "touch", None)
+        for (model, entry_id), run in held:
+            if run.outcome is not None:
+                continue
+            if touch is not None:
+                still_ours = touch(self.worker_id, model, entry_id)
+            else:
+                stream = self.queue.stream_key(model)
+                rows = self.redis.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
+                consumer = rows[0]["consumer"] if rows else None
+                if isinstance(consumer, bytes):
+                    consumer = consumer.decode()
+                still_ours = consumer == self.worker_id
+                if still_ours:
+                    self.redis.xclaim(stream, GROUP, self.worker_id, 0, [entry_id], justid=True)
+            if not still_ours:
+                run.abort("lost")
+
+    def _heartbeat_once(self) -> None:
+        self.queue.heartbeat(self.worker_id, self.info())
+        WORKER_HEARTBEAT.set(time.time())
+        self._touch_held()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._hb_stop.wait(self.settings.worker_heartbeat_s):
+            try:
+                self._heartbeat_once()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _update_gauges(self) -> None:
+        WORKER_JOBS_HELD.set(len(self.runs))
+        for eng in self.engines.values():
+            if eng.device.type == "cuda":
+                import torch
+
+                dev = str(eng.device)
+                GPU_MEMORY_ALLOCATED.labels(dev).set(torch.cuda.memory_allocated(eng.device))
+                GPU_MEMORY_RESERVED.labels(dev).set(torch.cuda.memory_reserved(eng.device))
+                GPU_MEMORY_MAX_ALLOCATED.labels(dev).set(torch.cuda.max_memory_allocated(eng.device))
+
+    # -- claiming -----------------------------------------------------------------------------------
+    def _reap(self) -> None:
+        with self._runs_lock:
+            for key in [k for k, r in self.runs.items() if r.done]:
+                self.runs.pop(key)
+                self.jobs_done += 1
+
+    def _take(self, entries: list[tuple[str, str, str]], reclaimed: bool) -> None:
+        for model, entry_id, job_id in entries:
+            if (model, entry_id) in self.runs:
+                continue  # our own entry came back through XAUTOCLAIM: we still run it
+            if reclaimed:
+                n = self.queue.deliveries(model, entry_id)
+                if n > self.settings.worker_max_deliveries:
+                    reason = f"delivered {n} times (max {self.settings.worker_max_deliveries})"
+                    if self.queue.dead_letter(job_id, model, entry_id, reason):
+                        JOBS_FINISHED.labels("failed").inc()
+                    log.warning("job %s dead-lettered: %s", job_id, reason)
+                    continue
+                log.info("job %s reclaimed from a dead worker (entry %s)", job_id, entry_id)
+            run = JobRun(self, model, entry_id, job_id)
+            with self._runs_lock:
+                self.runs[(model, entry_id)] = run
+            run.start()
+
+    def _claim_once(self) -> None:
+        free = self.settings.worker_max_jobs - len(self.runs)
+        if free <= 0:
+            time.sleep(0.05)
+            return
+        now = time.monotonic()
+        # Look for entries of dead workers a few times per reclaim period.
+        if now - self._last_reclaim >= min(1.0, self.settings.worker_reclaim_idle_ms / 4000.0):
+            self._last_reclaim = now
+            got = self.queue.reclaim(self.worker_id, self.models, self.settings.worker_reclaim_idle_ms, free)
+            if got:
+                self._take(got, reclaimed=True)
+                return
+        got = self.queue.claim(self.worker_id, self.models, free, block_ms=200)
+        self._take(got, reclaimed=False)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handle(signum, frame):
+            if self.stopping.is_set():
+                log.warning("second signal: requeueing held jobs now")
+                self._force.set()
+            else:
+                name = signal.Signals(signum).name
+                log.info("signal %s: draining (up to %.0fs)", name, self.drain_timeout_s)
+                self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        """Load, register, serve jobs until stopping is set; then drain. Returns the exit code."""
+        if not self.engines:
+            self.load()
+        self.queue.ensure_groups(self.models)
+        for eng in self.engines.values():
+            info = {**eng.info(), "worker": self.worker_id, "registered_at": time.time()}
+            self.queue.register_model(eng.name, info)
+        if self.settings.worker_metrics_port:
+            self.http = WorkerHTTP(self.metrics_host, self.settings.worker_metrics_port, self._readiness,
+                                   before_scrape=self._update_gauges).start()
+            log.info("worker metrics on http://%s:%d/metrics", self.metrics_host, self.http.port)
+        self._heartbeat_once()
+        self._hb_stop = threading.Event()
+        hb = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        hb.start()
+        self.batcher.start()
+        WORKER_UP.set(1)
+        log.info("worker %s ready: models %s, max_batch %d, max_wait %.0f ms, max_jobs %d", self.worker_id,
+                 self.models, self.settings.worker_max_batch, self.settings.worker_max_wait_ms,
+                 self.settings.worker_max_jobs)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self._reap()
+                    self._claim_once()
+                except Exception:  # Redis hiccup: keep the worker alive, retry shortly
+                    log.exception("claim loop error")
+                    self.stopping.wait(1.0)
+        finally:
+            WORKER_UP.set(0)
+            self._drain()
+            self._hb_stop.set()
+            hb.join(5)
+            self.batcher.stop()
+            try:
+                self.queue.deregister(self.worker_id)
+            except Exception:
+                log.exception("deregister failed")
+            if self.http:
+                self.http.stop()
+        log.info("worker %s stopped (%d jobs handled)", self.worker_id, self.jobs_done)
+        return 0
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self.runs and time.monotonic() < deadline and not self._force.is_set():
+            self._reap()
+            time.sleep(0.05)
+        with self._runs_lock:
+            left = list(self.runs.values())
+        for run in left:
+            run.abort("requeued")
+        for run in left:
+            run.join(30)
+        self._reap()
+        outcomes = defaultdict(int)
+        for run in left:
+            outcomes[run.outcome] += 1
+        if left:
+            log.info("drain: %s", dict(outcomes))
+
+    def stop(self) -> None:
+        self.stopping.set()
