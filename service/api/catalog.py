@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from functools import lru_cache
 from pathlib import Path
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -40,12 +41,33 @@ def read_safetensors_header(path: str | Path) -> tuple[dict, bytes]:
     return header, raw
 
 
+def file_hash(path: Path) -> str:
+    """'sha256:<12 hex>' of the whole file: the version workers report for a checkpoint without one."""
+    st = path.stat()
+    return _file_hash(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: recompute when the file changes
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:12]
+
+
+def config_summary(info: dict) -> dict:
+    """The SUMMARY_FIELDS of a worker's model info (flat, or under "config")."""
+    source = info.get("config") if isinstance(info.get("config"), dict) else info
+    return {k: source[k] for k in SUMMARY_FIELDS if k in source}
+
+
 def checkpoint_info(path: str | Path) -> dict:
     """{name, version, config summary, keypoints, info} of a vidpose checkpoint (or {name, error})."""
     path = Path(path)
     entry: dict = {"name": path.stem}
     try:
-        header, raw = read_safetensors_header(path)
+        header, _ = read_safetensors_header(path)
         meta = header.get("__metadata__") or {}
         if meta.get("format") != "vidpose":
             raise ValueError("not a vidpose checkpoint (metadata format != 'vidpose')")
@@ -54,8 +76,7 @@ def checkpoint_info(path: str | Path) -> dict:
         entry["config"] = {k: config[k] for k in SUMMARY_FIELDS if k in config}
         entry["keypoints"] = json.loads(meta.get("keypoints", "[]"))
         entry["info"] = info
-        # An explicit version from training info, else a content hash of the header (names + shapes + meta).
-        entry["version"] = str(info.get("version") or hashlib.sha256(raw).hexdigest()[:12])
+        entry["version"] = str(info.get("version") or file_hash(path))
     except (OSError, ValueError) as e:
         entry["error"] = str(e)
     return entry

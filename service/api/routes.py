@@ -287,7 +287,7 @@ def list_models(request: Request, owner: str = Depends(authenticate)):
     if registered:
         for name, info in registered.items():
             entries[name] = {"name": name, "version": info.get("version"), "source": "workers",
-                             "config": info.get("config") if isinstance(info.get("config"), dict) else {}}
+                             "config": catalog.config_summary(info)}
     else:  # no worker registered yet: what would be served, from the checkpoint files
         for info in catalog.scan_models_dir(settings.models_dir):
             entries[info["name"]] = {"name": info["name"], "version": info.get("version"),

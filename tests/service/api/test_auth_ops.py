@@ -119,7 +119,8 @@ def test_models_from_checkpoints_then_workers(api, clips):
         assert tm["version"] == "2024.1" and tm["default"] and not tm["loaded"]
         assert tm["source"] == "models_dir"
         assert tm["config"]["embed_dim"] == 64 and tm["config"]["window"] == 5
-        assert re.fullmatch(r"[0-9a-f]{12}", by_name["other"]["version"])  # header hash when no version
+        # no version in the file: a content hash, the same string workers report
+        assert re.fullmatch(r"sha256:[0-9a-f]{12}", by_name["other"]["version"])
         assert "JSON" in by_name["broken"]["error"]
         # "other" is a checkpoint file, so it may be requested before a worker registers it
         with open(clips["soccer"], "rb") as f:
@@ -128,13 +129,14 @@ def test_models_from_checkpoints_then_workers(api, clips):
         assert r.status_code == 202 and api.queue.get_job(r.json()["job_id"])["model"] == "other"
 
         api.queue.register_model("test-model", {"name": "test-model", "version": "2024.1", "device": "cuda",
-                                                "config": {"window": 5}})
+                                                "window": 5, "embed_dim": 64, "preset": "tiny"})
         api.queue.heartbeat("w1", {"model": "test-model", "device": "cuda"})
         api.queue.heartbeat("w2", {"models": ["test-model"], "device": "cpu"})
         listing = c.get("/v1/models").json()
         [tm] = listing["models"]
         assert tm["source"] == "workers" and tm["loaded"] and tm["workers"] == 2
         assert tm["devices"] == ["cpu", "cuda"] and tm["version"] == "2024.1"
+        assert tm["config"] == {"window": 5, "embed_dim": 64}
 
 
 def test_api_process_never_imports_torch(redis_server, tmp_path):
