@@ -132,7 +132,7 @@ PRESETS: dict[str, PoseModelConfig] = {
 }
 
 
-def get_preset(name: str, **overrides) -> PoseModelConfig:
+def get_preset(name: str, /, **overrides) -> PoseModelConfig:
     """A copy of a named preset, with field overrides applied."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

@@ -160,7 +160,7 @@ class HeatmapDiffusion(nn.Module):
         start = self.timesteps - 1 if start is None else int(start)
         if steps < 1:
             raise ValueError(f"diffusion steps must be >= 1, got {steps}")
-        ts = torch.linspace(start, -1, steps + 1).round().long().tolist()
+        ts = [round(start - (start + 1) * i / steps) for i in range(steps + 1)]
         return list(zip(ts[:-1], ts[1:], strict=True))
 
     @torch.no_grad()

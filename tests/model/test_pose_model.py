@@ -1,0 +1,206 @@
+"""PoseModel: shapes for every preset, zero-init property, split serving path, training loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.config import PRESETS, get_preset
+from model.pose_model import PoseModel
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A small model with every part switched on (fast on CPU).
+SMALL = dict(embed_dim=64, depth=2, num_heads=2, head_channels=32, temporal_dim=16, temporal_stride=16,
+             diffusion_dim=16, hypotheses=3, diffusion_steps=2)
+
+
+def small_cfg(**kw):
+    return get_preset("tiny-cpu", **{**SMALL, **kw})
+
+
+def _frames(b=2, seed=0, cfg=None):
+    cfg = cfg or small_cfg()
+    return torch.randn(b, cfg.window, 3, *cfg.input_size, generator=torch.Generator().manual_seed(seed))
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _train_like(model, seed=0):
+    """Stand-in for training: make the zero-initialised residuals (temporal proj, diffusion out) non-zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in [model.temporal_proj.weight, model.temporal_proj.bias] if model.cfg.temporal else []:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        if model.cfg.diffusion:
+            model.diffusion.out.weight.copy_(torch.randn(model.diffusion.out.weight.shape, generator=g) * 0.3)
+    return model
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu", "small"])
+def test_cpu_presets_run(name):
+    cfg = get_preset(name)
+    model = PoseModel(cfg).eval()
+    with torch.inference_mode():
+        out = model(_frames(1, cfg=cfg), generator=_gen())
+    k, (h, w) = cfg.num_keypoints, cfg.heatmap_size
+    assert out["heatmaps"].shape == out["base_heatmaps"].shape == (1, k, h, w) == (1, 17, 64, 48)
+    assert torch.isfinite(out["heatmaps"]).all()
+    kps = model.decode_heatmaps(out["heatmaps"])
+    assert kps.shape == (1, 17, 3)
+
+
+@pytest.mark.parametrize("name", ["base", "large", "huge"])
+def test_gpu_presets_shapes_on_meta(name):
+    cfg = get_preset(name)
+    with torch.device("meta"):
+        model = PoseModel(cfg).eval()
+    frames = torch.empty(2, cfg.window, 3, *cfg.input_size, device="meta")
+    feats = model.encode_frames(frames.flatten(0, 1))
+    assert feats.shape == (2 * cfg.window, cfg.embed_dim, 16, 12)
+    out = model.decode_windows(feats.unflatten(0, (2, cfg.window)))
+    assert out["heatmaps"].shape == out["base_heatmaps"].shape == (2, 17, 64, 48)
+    n = sum(p.numel() for p in model.backbone.parameters())
+    expected = {"base": 86e6, "large": 303e6, "huge": 630e6}[name]  # ViT-B/L/H sizes
+    assert abs(n - expected) / expected < 0.03, n
+
+
+def test_untrained_temporal_and_diffusion_leave_the_single_frame_output_unchanged():
+    torch.manual_seed(0)
+    model = PoseModel(small_cfg()).eval()
+    single = PoseModel(small_cfg(temporal=False, diffusion=False)).eval()
+    missing = single.load_state_dict(model.state_dict(), strict=False)
+    assert not missing.missing_keys
+    frames = _frames()
+    with torch.inference_mode():
+        out = model(frames, generator=_gen(1))
+        ref = single(frames)
+    assert torch.equal(out["base_heatmaps"], ref["base_heatmaps"])
+    assert torch.equal(out["heatmaps"], out["base_heatmaps"])  # exactly, not approximately
+    assert torch.equal(ref["heatmaps"], ref["base_heatmaps"])
+
+
+def test_temporal_encoder_is_wired_in():
+    torch.manual_seed(0)
+    model = _train_like(PoseModel(small_cfg(diffusion=False))).eval()
+    frames = _frames()
+    other = frames.clone()
+    other[:, 1] = torch.randn_like(other[:, 1])  # change a non-key frame only
+    with torch.inference_mode():
+        a, b = model(frames), model(other)
+    assert torch.equal(a["base_heatmaps"], b["base_heatmaps"])  # base = key frame only
+    assert (a["heatmaps"] - a["base_heatmaps"]).abs().max() > 1e-4
+    assert (a["heatmaps"] - b["heatmaps"]).abs().max() > 1e-6
+
+    single = PoseModel(small_cfg(temporal=False, diffusion=False)).eval()
+    with torch.inference_mode():
+        assert torch.equal(single(frames)["heatmaps"], single(other)["heatmaps"])
+
+
+def test_encode_frames_then_decode_windows_equals_forward():
+    torch.manual_seed(0)
+    model = _train_like(PoseModel(small_cfg())).eval()
+    frames = _frames()
+    with torch.inference_mode():
+        fwd = model(frames, generator=_gen(3))
+        feats = model.encode_frames(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        split = model.decode_windows(feats, generator=_gen(3))
+        again = model.decode_windows(feats, generator=_gen(4))
+    for k in ("heatmaps", "base_heatmaps"):
+        assert torch.allclose(fwd[k], split[k], atol=1e-5), k
+    assert (again["heatmaps"] - split["heatmaps"]).abs().max() > 1e-5  # diffusion noise really is used
+
+
+def test_per_frame_feature_reuse_over_a_clip():
+    """Serving path: encode each video frame once, build clamped windows from the cache."""
+    torch.manual_seed(0)
+    cfg = small_cfg(diffusion=False)
+    model = _train_like(PoseModel(cfg)).eval()
+    clip = torch.randn(4, 3, *cfg.input_size, generator=_gen(5))  # 4 frames of one person (same crop)
+    n, half = clip.shape[0], cfg.window // 2
+    idx = [[min(max(t + d, 0), n - 1) for d in range(-half, half + 1)] for t in range(n)]
+    with torch.inference_mode():
+        cache = model.encode_frames(clip)
+        reuse = model.decode_windows(cache[torch.tensor(idx)])
+        direct = model(clip[torch.tensor(idx)])
+    assert torch.allclose(reuse["heatmaps"], direct["heatmaps"], atol=1e-5)
+
+
+def test_bad_shapes_are_rejected():
+    model = PoseModel(small_cfg()).eval()
+    with pytest.raises(ValueError, match="T=5"):
+        model(torch.zeros(1, 3, 3, 256, 192))
+    with pytest.raises(ValueError, match="T=5"):
+        model.decode_windows(torch.zeros(1, 64, 16, 12))
+    with pytest.raises(ValueError, match="diffusion_init"):
+        PoseModel(small_cfg(diffusion_init="prio"))
+    with pytest.raises(ValueError, match="heatmap_size"):
+        PoseModel(small_cfg(heatmap_size=(32, 24)))
+
+
+def test_training_loss_and_frozen_backbone():
+    torch.manual_seed(0)
+    model = PoseModel(small_cfg(freeze_backbone=True))
+    model.train()
+    assert not model.backbone.training and model.keypoint_head.training
+    frames = _frames()
+    target = torch.rand(2, 17, 64, 48)
+    weight = torch.ones(2, 17)
+    weight[0, 3] = 0
+    losses = model.training_loss(frames, target, weight, generator=_gen())
+    assert set(losses) == {"loss", "base_loss", "temporal_loss", "diffusion_loss"}
+    total = losses["base_loss"] + losses["temporal_loss"] + losses["diffusion_loss"]
+    assert torch.allclose(losses["loss"], total)
+    losses["loss"].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.temporal_proj.weight.grad.abs().sum() > 0  # the zero-init projection learns first
+    assert model.diffusion.out.weight.grad.abs().sum() > 0
+    assert model.keypoint_head.final_layer.weight.grad.abs().sum() > 0
+
+    single = PoseModel(small_cfg(temporal=False, diffusion=False))
+    assert set(single.training_loss(frames, target, weight)) == {"loss", "base_loss"}
+
+
+def test_target_weight_masks_joints():
+    torch.manual_seed(0)
+    model = PoseModel(small_cfg(temporal=False, diffusion=False)).eval()
+    frames = _frames(1)
+    target = torch.rand(1, 17, 64, 48)
+    w = torch.zeros(1, 17)
+    w[0, 5] = 1
+    base = model.training_loss(frames, target, w)["loss"]
+    target2 = target.clone()
+    target2[0, 6] += 1.0  # a zero-weight joint: no effect
+    assert torch.equal(model.training_loss(frames, target2, w)["loss"], base)
+    target2[0, 5] += 1.0
+    assert model.training_loss(frames, target2, w)["loss"] > base
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_a_batch():
+    """A few Adam steps on one batch must cut every loss term (the model is trainable end to end)."""
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    model = PoseModel(cfg)
+    frames = _frames(1)
+    ys = torch.arange(64).view(1, 1, 64, 1).float()
+    xs = torch.arange(48).view(1, 1, 1, 48).float()
+    cx, cy = torch.rand(1, 17, 1, 1) * 40 + 4, torch.rand(1, 17, 1, 1) * 56 + 4
+    target = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 18.0)
+    weight = torch.ones(1, 17)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    gen = _gen()
+    first = None
+    for _ in range(12):
+        losses = model.training_loss(frames, target, weight, generator=gen)
+        if first is None:
+            first = {k: v.item() for k, v in losses.items()}
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    last = {k: v.item() for k, v in model.training_loss(frames, target, weight, generator=gen).items()}
+    for k in ("base_loss", "temporal_loss"):
+        assert last[k] < 0.7 * first[k], (k, first, last)
+    assert PRESETS["tiny-cpu"].temporal  # the preset this stands in for trains the same parts
