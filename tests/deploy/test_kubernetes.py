@@ -7,7 +7,6 @@ Where a `kubectl` binary exists, its built-in kustomize must render the same obj
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 import socket
@@ -296,29 +295,27 @@ def test_redis_is_persistent(rendered):
         assert int(image.split(":")[1].split(".")[0]) >= 7, "KEDA's lagCount needs Redis >= 7"
 
 
-def _drain_timeout_s() -> float:
-    """The worker's SIGTERM drain budget: a setting if there is one, else Worker's default."""
-    if "worker_drain_timeout_s" in Settings.model_fields:
-        return float(Settings().worker_drain_timeout_s)
-    tree = ast.parse((REPO / "service/worker/main.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
-            args = node.args.args[-len(node.args.defaults):] + node.args.kwonlyargs
-            defaults = node.args.defaults + node.args.kw_defaults
-            for arg, default in zip(args, defaults, strict=False):
-                if arg.arg == "drain_timeout_s":
-                    return float(ast.literal_eval(default))
-    raise AssertionError("cannot find the worker's drain timeout")
+def drain_timeout_s(argv: list[str]) -> float:
+    """The SIGTERM drain budget of a `vidpose worker ...` command line, read by the real CLI parser."""
+    from service.cli import build_parser
+
+    assert argv[:2] == ["vidpose", "worker"], argv
+    return float(build_parser().parse_args(argv[1:]).drain_timeout)
 
 
-def test_worker_grace_period_covers_the_drain(rendered):
-    drain = _drain_timeout_s()
+def test_worker_grace_period_covers_the_drain(rendered, compose):
     for docs in rendered.values():
         spec = find(docs, "Deployment", "vidpose-worker")["spec"]
+        drain = drain_timeout_s(spec["template"]["spec"]["containers"][0]["args"])
         grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
         # drain + requeue of what is left + heartbeat join + deregister, with room to spare
         assert grace >= drain + 60, f"grace {grace}s < drain {drain}s + 60s"
         assert "replicas" not in spec, "KEDA owns the worker count"
+    for name in ("worker", "worker-cpu"):
+        svc = compose["services"][name]
+        drain = drain_timeout_s(svc["command"])
+        grace = int(svc["stop_grace_period"].rstrip("m")) * 60
+        assert grace >= drain + 30, f"compose {name}: stop_grace_period {grace}s < drain {drain}s + 30s"
 
 
 def test_keda_scales_workers_on_the_jobs_stream(rendered):
