@@ -92,8 +92,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 COPY deploy/docker/constraints-worker.txt /tmp/constraints-worker.txt
 RUN python3.12 -m venv /opt/venv \
-    && pip install --upgrade pip setuptools wheel packaging ninja \
-    && pip install -c /tmp/constraints-worker.txt torch torchvision
+    && pip install --upgrade pip \
+    && pip install -c /tmp/constraints-worker.txt setuptools wheel packaging ninja torch torchvision
 # Build the CUDA kernels from source against the torch above (--no-build-isolation),
 # never a prebuilt wheel (*_FORCE_BUILD). TORCH_CUDA_ARCH_LIST is honoured by torch's
 # cpp_extension; mamba-ssm and causal-conv1d pass their own -gencode list
