@@ -298,6 +298,10 @@ class JobQueue:
         """Frames of queued + running jobs (what backpressure compares to max_queued_frames)."""
         return max(0, int(_s(self.r.get(self.backlog_key)) or 0))
 
+    def dead_letter_count(self) -> int:
+        """Entries in the dead-letter stream (capped at DEAD_MAXLEN)."""
+        return int(self.r.xlen(self.dead_key))
+
     def live_workers(self) -> list[dict]:
         """Workers whose last heartbeat is within worker_ttl_s, with their info."""
         cutoff = time.time() - self.settings.worker_ttl_s

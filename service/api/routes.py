@@ -327,6 +327,7 @@ def prometheus_metrics(request: Request):
     try:  # gauges that live in Redis are read at scrape time
         metrics.BACKLOG_FRAMES.set(queue.backlog_frames())
         metrics.LIVE_WORKERS.set(len(queue.live_workers()))
+        metrics.DEAD_LETTER_JOBS.set(queue.dead_letter_count())
         for name in set(settings.models) | set(queue.list_models()):
             metrics.QUEUE_JOBS.labels(name).set(queue.queue_length(name))
     except Exception:  # Redis down: still serve what this process knows

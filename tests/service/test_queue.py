@@ -150,6 +150,7 @@ def test_reclaim_from_dead_consumer_and_dead_letter(q, redis_client):
     assert job["status"] == "failed" and job["error_code"] == "too_many_deliveries"
     dead = redis_client.xrange(q.dead_key)
     assert len(dead) == 1 and dead[0][1][b"job_id"] == jid.encode()
+    assert q.dead_letter_count() == 1
     assert redis_client.xpending(q.stream_key(MODEL), GROUP)["pending"] == 0
     assert q.backlog_frames() == 0
 
