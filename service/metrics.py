@@ -65,7 +65,8 @@ LIVE_WORKERS = Gauge(
     "vidpose_live_workers", "Workers with a heartbeat within worker_ttl_s, read at scrape time.",
     registry=API_REGISTRY)
 DEAD_LETTER_JOBS = Gauge(
-    "vidpose_dead_letter_jobs", "Entries in the dead-letter stream (jobs delivered too often), read at scrape time.",
+    "vidpose_dead_letter_jobs",
+    "Entries in the dead-letter stream (jobs delivered too often), read at scrape time.",
     registry=API_REGISTRY)
 
 # ---------------- worker process ----------------
