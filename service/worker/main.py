@@ -177,8 +177,8 @@ class Worker:
         while not self._hb_stop.wait(self.settings.worker_heartbeat_s):
             try:
                 self._heartbeat_once()
-            except Exception:
-                log.exception("heartbeat failed")
+            except Exception as e:
+                log.warning("heartbeat failed: %s", e)
 
     def _update_gauges(self) -> None:
         WORKER_JOBS_HELD.set(len(self.runs))
@@ -283,8 +283,8 @@ class Worker:
             self.batcher.stop()
             try:
                 self.queue.deregister(self.worker_id)
-            except Exception:
-                log.exception("deregister failed")
+            except Exception as e:  # Redis already gone: its registration expires by TTL anyway
+                log.warning("deregister failed: %s", e)
             if self.http:
                 self.http.stop()
         log.info("worker %s stopped (%d jobs handled)", self.worker_id, self.jobs_done)

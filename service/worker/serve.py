@@ -3,6 +3,9 @@ child processes of this one, on a laptop. Torch-free: the children load what the
 
 Children die with this process (PR_SET_PDEATHSIG on Linux), and a signal here
 stops them in order: worker (drains held jobs), API, then the embedded Redis.
+A terminal's Ctrl-C reaches only this process: the API and worker run in their
+own sessions and the embedded redis-server starts with SIGINT blocked, so Redis
+is still there while the worker drains.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class Stack:
     def _spawn(self, *args: str) -> subprocess.Popen:
         out = subprocess.DEVNULL if self.quiet else None
         return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(),
-                                preexec_fn=_die_with_parent, stdout=out, stderr=out)
+                                preexec_fn=_die_with_parent, stdout=out, stderr=out, start_new_session=True)
 
     def start(self) -> Stack:
         if not _port_free(self.host, self.port):
@@ -111,7 +114,13 @@ class Stack:
         if not self.redis_url:
             from service.embedded_redis import RedisServer
 
-            self.redis = RedisServer().start()
+            # The signal mask is inherited across exec: redis-server ignores the terminal's Ctrl-C
+            # (still pending, never delivered) and stops only when stop() sends SIGTERM.
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                self.redis = RedisServer().start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self.redis_url = self.redis.url
         Path(self.settings.blob_dir).resolve().mkdir(parents=True, exist_ok=True)
         self.api = self._spawn("api")
@@ -137,7 +146,7 @@ class Stack:
                 raise RuntimeError(dead)
             if _get(self.url + "/readyz") == 200:
                 return
-            time.sleep(0.2)
+            time.sleep(0.5)
         raise RuntimeError(f"not ready after {timeout:.0f}s ({self.url}/readyz)")
 
     def stop(self) -> None:

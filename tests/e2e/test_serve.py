@@ -1,0 +1,111 @@
+"""`vidpose serve`: embedded Redis + API + worker as children; the printed curl example works; Ctrl-C
+(SIGINT to the process group) or SIGTERM stops everything with no process left behind."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def serve_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPOSE_")}
+    env.update(VIDPOSE_BLOB_DIR=str(tmp_path / "blobs"), VIDPOSE_WORKER_METRICS_PORT="0",
+               VIDPOSE_WORKER_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_serve_missing_model_says_which_file(tmp_path):
+    env = {**serve_env(tmp_path), "VIDPOSE_MODELS_DIR": str(tmp_path / "models")}
+    r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert str(tmp_path / "models" / "vidpose-tiny-cpu.safetensors") in r.stderr
+    assert "--model" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--model", str(e2e_model), "--port", "0",
+         "--drain-timeout", "2"],
+        env=serve_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "wb"),
+        text=True, start_new_session=True)  # its own process group, as a terminal would give it
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        banner, deadline = [], time.monotonic() + 240
+        while not any("Ctrl-C" in line for line in banner):
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                banner.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        text = "".join(banner)
+        url = re.search(r"API:\s+(http://\S+)", text).group(1)
+        curl = next(line.strip() for line in banner if "video=@clip.mp4" in line)
+        kids = descendants(proc.pid)
+        assert len(kids) >= 3  # redis-server, API, worker (and their own children)
+
+        # The banner's curl example, copy-pasted with a real clip.
+        clip = shared_data / "videos" / "street_walk.mp4"
+        if shutil.which("curl"):
+            out = subprocess.run(curl.replace("clip.mp4", str(clip)), shell=True, capture_output=True,
+                                 text=True, timeout=60).stdout
+            job_id = re.search(r'"job_id":"([^"]+)"', out).group(1)
+        else:
+            with open(clip, "rb") as f:
+                job_id = httpx.post(f"{url}/estimate", files={"video": f}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (j := httpx.get(f"{url}/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert j["status"] == "succeeded", j
+        assert len(httpx.get(f"{url}/jobs/{job_id}/result").json()["frames"]) == 5
+    finally:
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        else:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(90)
+    assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    time.sleep(0.5)
+    assert [p for p in kids if alive(p)] == []
