@@ -120,7 +120,7 @@ class HeatmapDiffusion(nn.Module):
         b = p4.shape[0]
         rep = x_t.shape[0] // b
         h, w = p4.shape[-2:]
-        temb = self.time_mlp(timestep_embedding(t, self.dim))  # (BR, d)
+        temb = self.time_mlp(timestep_embedding(t, self.dim).to(p4.dtype))  # (BR, d)
 
         mask4 = torch.sigmoid(x_t)  # the lookup mask at 1/4
         mask8 = F.adaptive_avg_pool2d(mask4, p8.shape[-2:])

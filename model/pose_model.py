@@ -120,8 +120,12 @@ class PoseModel(nn.Module):
 
     @staticmethod
     def decode_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) -> (B, K, 3): x, y in heatmap cells (sub-pixel) and score."""
-        return hm.decode_heatmaps(heatmaps)
+        """(B, K, h, w) -> (B, K, 3) float32: x, y in heatmap cells (sub-pixel) and score.
+
+        Decoded in float32 whatever the heatmaps' dtype: bf16 cannot hold sub-pixel
+        coordinates (its step is 0.25 between 32 and 64).
+        """
+        return hm.decode_heatmaps(heatmaps.float())
 
     # ------------------------------------------------------------------ training
     def training_loss(self, frames: torch.Tensor, target_heatmaps: torch.Tensor, target_weight: torch.Tensor,

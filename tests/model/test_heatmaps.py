@@ -110,3 +110,14 @@ def test_warp_and_normalize_crop():
     x = hm.normalize_crop(crop)
     assert x.shape == (3, 256, 192) and x.dtype == np.float32
     assert np.allclose(x[:, 127, 95], (1 - hm.IMAGENET_MEAN) / hm.IMAGENET_STD, atol=1e-6)
+
+
+def test_pose_model_decodes_bf16_heatmaps_in_float32():
+    """model.heatmaps.decode_heatmaps returns the input dtype (bf16 steps by 0.25 at x >= 32);
+    PoseModel.decode_heatmaps decodes in float32 so GPU bf16 outputs keep sub-pixel accuracy."""
+    rng = np.random.default_rng(1)
+    pts = np.stack([rng.uniform(2, W - 3, 100), rng.uniform(2, H - 3, 100)], axis=1)
+    maps = _gaussians(pts, 3.0).bfloat16()
+    out = PoseModel.decode_heatmaps(maps)
+    assert out.dtype == torch.float32
+    assert np.abs(out[0, :, :2].double().numpy() - pts).max() < 0.1
