@@ -9,6 +9,8 @@ turns a sample into the item dict the trainer consumes:
     target_weight  float32 (K,)          1 = labelled joint whose Gaussian reaches the map
     keypoints      float32 (K, 3)        key-frame GT in image pixels (x, y, v); v > 0 labelled
     keypoints_crop float32 (K, 3)        the same in crop pixels after augmentation (slots flipped)
+    flipped        bool ()               the window was mirrored: heatmaps/keypoints_crop slots are swapped
+                                         (keypoints stays in the image's own slots)
     occluded       float32 (K,)          1 = labelled but hidden in the frame (synthetic data), else 0
     center, size   float32 (2,)          key-frame crop region (heatmap_to_image input when train=False)
     affine         float32 (2, 3)        key-frame image -> crop affine (includes rotation and flip)
@@ -105,9 +107,9 @@ class WindowDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
         images = [self.cache.get(p) for p in s.paths]
+        params = self._params(index)
         out = make_window(images, s.boxes, s.keypoints, self.cfg.input_size, self.cfg.heatmap_size,
-                          self.layout.flip_perm, self._params(index), key_index=len(images) // 2,
-                          sigma=self.sigma)
+                          self.layout.flip_perm, params, key_index=len(images) // 2, sigma=self.sigma)
         k = s.keypoints.shape[0]
         item = {name: torch.from_numpy(value) for name, value in out.items()}
         item.update(
@@ -119,6 +121,7 @@ class WindowDataset(Dataset):
                                                  dtype=np.float32)),
             head_size=torch.tensor(head_size_of(s.head_box), dtype=torch.float32),
             window_indices=torch.tensor(s.window_indices, dtype=torch.int64),
+            flipped=torch.tensor(params.flip),
             image_id=int(s.image_id),
             frame_id=int(s.frame_id),
             track_id=int(s.track_id),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -124,7 +125,11 @@ def generate(out, clips: int, cfg: SynthConfig, seed: int = 0, val_fraction: flo
     jobs = [(str(out), k, "val" if k >= clips - n_val else "train", cfg, seed, bgs) for k in range(clips)]
     start = time.perf_counter()
     if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        # spawn, not fork: a forked child of a process that already ran OpenCV/FFmpeg or torch
+        # threads can deadlock
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=cv2.setNumThreads,
+                                 initargs=(1,)) as pool:
             for name in pool.map(_one, jobs):
                 if progress:
                     progress(name)
