@@ -1,4 +1,4 @@
-"""`vidpose` subcommands for models and data: synth, eval (train, export come with the trainer).
+"""`vidpose` subcommands for models and data: synth, train, eval, export.
 
 Import-light on purpose: handlers import numpy/cv2/torch only when they run.
 """
@@ -43,11 +43,18 @@ def register(sub) -> None:
                        description="--gt DIR --pred DIR: PoseTrack mAP of per-video PoseTrack18 "
                                    "prediction files against ground truth (same file names). With --metric "
                                    "coco, --gt is a COCO keypoints JSON and --pred a COCO results JSON.")
+    p.add_argument("--checkpoint", help="score a model: a vidpose .safetensors checkpoint (with --data)")
+    p.add_argument("--data", action="append", default=[],
+                   help="with --checkpoint: data spec(s) scored on their val split, e.g. synth:DIR, "
+                        "posetrack:ANN:IMAGES, coco:ANN:IMAGES (repeatable)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--gt", help="ground truth: folder of per-video PoseTrack18 JSONs (or one JSON)")
     p.add_argument("--pred", help="predictions: folder with the same file names (or one JSON)")
     p.add_argument("--metric", choices=("posetrack", "coco"), default="posetrack")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.set_defaults(func=_eval)
+    _register_train_export(sub)
 
 
 def _synth(args) -> int:
@@ -79,13 +86,149 @@ def _synth(args) -> int:
     return 0
 
 
-def _eval(args) -> int:
-    if args.gt and args.pred:
-        return _eval_files(args)
+def _register_train_export(sub) -> None:
+    p = sub.add_parser("train", help="train a pose model (single machine, or multi-GPU with torchrun)",
+                       description="Train from a preset or a YAML/TOML TrainConfig (training/config.py). "
+                                   "Multi-GPU: torchrun --nproc_per_node N -m service.cli train ...")
+    p.add_argument("--config", required=True, help="preset name (tiny-cpu, small, base, ...) or config file")
+    p.add_argument("--data", action="append", default=None,
+                   help="training data spec (repeatable): synth:DIR, posetrack:ANN:IMAGES, coco:ANN:IMAGES, "
+                        "clips:DIR; overrides the config's train_data")
+    p.add_argument("--val-data", action="append", default=None,
+                   help="validation data spec (repeatable); default: the val split of --data")
+    p.add_argument("--out", default=None, help="run directory (default from the config: runs/train)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--init", default=None, help="initial weights (.safetensors, e.g. from import-vitpose)")
+    p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model config field, e.g. --set temporal=false (YAML value)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last step")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("export", help="export a training run as a served checkpoint",
+                       description="Write RUN_DIR's best (or last) model as the .safetensors file workers "
+                                   "serve, with training data, metrics, version and git commit in its "
+                                   "metadata. Copy it into the workers' models dir and restart them.")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="output .safetensors (name it <models_dir>/<model name>.safetensors)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--description", default=None, help="free text stored in the checkpoint's info")
+    p.set_defaults(func=_export)
+
+
+def _train(args) -> int:
     import sys
 
-    print("error: give --gt and --pred (prediction files)", file=sys.stderr)
+    import yaml
+
+    from training.config import TrainConfig
+
+    try:
+        tc = TrainConfig.load(args.config)
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+            tc.model_overrides[key] = yaml.safe_load(value)
+        for field, value in (("train_data", args.data), ("out", args.out), ("steps", args.steps),
+                             ("batch_size", args.batch_size), ("lr", args.lr), ("init_checkpoint", args.init),
+                             ("freeze_backbone", args.freeze_backbone), ("device", args.device),
+                             ("threads", args.threads)):
+            if value is not None:
+                setattr(tc, field, value)
+        if args.val_data is not None:
+            tc.val_data = args.val_data
+        elif args.data is not None:
+            tc.val_data = [d for d in args.data if d.split(":")[0] in ("synth", "clips")]
+        if not tc.train_data:
+            raise ValueError("no training data: pass --data or set train_data in the config")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from training.trainer import Trainer
+
+    try:
+        trainer = Trainer(tc, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    metrics = trainer.train()
+    print(f"[train] done at step {trainer.step}: {metrics} -> {tc.out}", file=sys.stderr)
+    return 0
+
+
+def _export(args) -> int:
+    import sys
+
+    from training.export import export_run
+
+    try:
+        extra = {"description": args.description} if args.description else None
+        path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {path}")
+    return 0
+
+
+def _eval(args) -> int:
+    import sys
+
+    if args.checkpoint:
+        return _eval_checkpoint(args)
+    if args.gt and args.pred:
+        return _eval_files(args)
+    print("error: give --checkpoint CK --data SPEC, or --gt and --pred (prediction files)", file=sys.stderr)
     return 2
+
+
+def _eval_checkpoint(args) -> int:
+    import json
+    import sys
+
+    if not args.data:
+        print("error: --checkpoint needs --data SPEC", file=sys.stderr)
+        return 2
+    import torch
+
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from training.evaluate.checkpoint_eval import evaluate_model
+    from training.evaluate.posetrack_map import GROUPS
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    try:
+        model, _ = load_checkpoint(args.checkpoint, map_location=device)
+        results = [evaluate_model(model, spec, batch_size=args.batch_size, device=device)
+                   for spec in args.data]
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cols = [*GROUPS, "Total"]
+    for res in results:
+        print(f"{res['data']}: {res['people']} people, PCK {res['pck']['pck']:.4f} "
+              f"(single-frame branch {res['pck']['pck_base']:.4f})")
+        for key, title in (("map", "PoseTrack mAP, all frames"),
+                           ("map_occluded_frames", "PoseTrack mAP, frames with occluded joints")):
+            if key in res:
+                m = res[key]
+                print(f"{title} ({m['num_frames']} frames)")
+                print("| " + " | ".join(f"{c:>5}" for c in cols) + " |")
+                vals = [m["groups"][c] for c in GROUPS] + [m["total"]]
+                print("| " + " | ".join("  nan" if v is None else f"{v:5.1f}" for v in vals) + " |")
+        if "coco_ap" in res:
+            print("COCO AP " + "  ".join(f"{k} {v:.3f}" for k, v in res["coco_ap"].items()))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(results if len(results) > 1 else results[0], fh, indent=1)
+    return 0
 
 
 def _eval_files(args) -> int:

@@ -45,11 +45,25 @@ def build_datasets(specs: list[str], cfg: PoseModelConfig, train: bool, sigma: f
                    augment: bool = True, seed: int | None = None) -> Dataset:
     if not specs:
         raise ValueError("no data given")
+    from training.datasets.layouts import same_layout
+
     parts = [build_dataset(s, cfg, train, sigma, augment, seed) for s in specs]
     for spec, part in zip(specs, parts):
         if len(part) == 0:
             raise ValueError(f"data spec {spec!r} has no samples for the {'train' if train else 'val'} split")
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    layout = same_layout(p.layout for p in parts)  # mixing COCO and PoseTrack slots is refused
+    if len(parts) == 1:
+        return parts[0]
+    joined = ConcatDataset(parts)
+    joined.layout = layout
+    return joined
+
+
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Forward the epoch to every part (seeded augmentation depends on it)."""
+    for part in getattr(dataset, "datasets", [dataset]):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
 
 
 def collate(items: list[dict]) -> dict:

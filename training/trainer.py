@@ -28,7 +28,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import PoseModelConfig, get_preset
 from model.pose_model import PoseModel
 from training.config import TrainConfig
-from training.data import build_datasets, collate
+from training.data import build_datasets, collate, set_epoch
 from training.predict import pck_summary, predict
 
 
@@ -108,7 +108,8 @@ class Trainer:
 
         self.model = build_model(tc).to(self.device)
         cfg = self.model.cfg
-        self.train_set = build_datasets(tc.train_data, cfg, train=True, sigma=tc.sigma, augment=tc.augment)
+        self.train_set = build_datasets(tc.train_data, cfg, train=True, sigma=tc.sigma, augment=tc.augment,
+                                        seed=tc.seed)
         self.val_set = (build_datasets(tc.val_data, cfg, train=False, sigma=tc.sigma, augment=False)
                         if tc.val_data else None)
 
@@ -168,9 +169,10 @@ class Trainer:
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.model, self.out / "last.safetensors", info=self._info(metrics))
-        if best:
-            save_checkpoint(self.model, self.out / "best.safetensors", info=self._info(metrics))
+        # The slot names come from the data: a PoseTrack-layout model predicts head_bottom/head_top.
+        names = list(self.train_set.layout.keypoints)
+        for path in [self.out / "last.safetensors"] + ([self.out / "best.safetensors"] if best else []):
+            save_checkpoint(self.model, path, info=self._info(metrics), keypoints=names)
         tmp = self._state_path().with_suffix(".tmp")
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "step": self.step, "best": self.best, "rng": torch.get_rng_state()}, tmp)
@@ -196,8 +198,7 @@ class Trainer:
         else:
             g = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
             sampler = RandomSampler(self.train_set, generator=g)
-        if hasattr(self.train_set, "set_epoch"):
-            self.train_set.set_epoch(epoch)
+        set_epoch(self.train_set, epoch)
         return DataLoader(self.train_set, batch_size=tc.batch_size, sampler=sampler, drop_last=False,
                           num_workers=tc.num_workers, collate_fn=collate,
                           persistent_workers=False, pin_memory=self.device.type == "cuda")
