@@ -31,10 +31,13 @@ import torch
 import torch.nn.functional as F
 
 LOG2E = 1.0 / math.log(2.0)
-# Elements of one expanded (time x batch x N x dim) tile: 2 MiB of fp32 per tensor, so the two or
-# three live tile tensors fit the L2/L3 cache of a small CPU. Measured: 2^18..2^19 is the sweet spot.
-TILE_ELEMENTS = 1 << 19
-MIN_BLOCK = 4  # shortest time block: below it per-tile op overhead dominates
+# Elements of one expanded (time x batch x N x dim) tile: 4 MiB of fp32 per tensor, so the two or
+# three live tile tensors stay in a small CPU's L2/L3 (measured: streaming ops keep their in-cache
+# speed up to ~2^21 elements and get ~3x slower from 2^22).
+TILE_ELEMENTS = 1 << 20
+# Smallest per-step slab (batch chunk x N x dim): each recurrence step is one op over it, and
+# below ~64K elements the per-op overhead outweighs the work.
+MIN_SLAB = 1 << 16
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -124,10 +127,13 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     _check_shapes(u, delta, A, B, C)
     dtype_in = u.dtype
     f32 = lambda t: None if t is None else _time_major(t.float())
+    args = (u, delta, A, B, C, D, z, delta_bias)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
     out, last = _TiledScan.apply(
         f32(u), f32(delta), A.float(), f32(B), f32(C),
         None if D is None else D.float(), f32(z),
         None if delta_bias is None else delta_bias.float(), bool(delta_softplus),
+        bool(return_last_state), need_grad,
     )
     out = out.permute(1, 2, 0).to(dtype_in)
     return (out, last.transpose(1, 2)) if return_last_state else out
@@ -139,10 +145,16 @@ def _time_major(x: torch.Tensor) -> torch.Tensor:
 
 
 def plan_tiles(batch: int, state: int, L: int, tile_elements: int | None = None) -> tuple[int, int]:
-    """(batch chunk, time block) so that chunk * block * state ~ tile_elements (state = N * dim)."""
+    """(batch chunk, time block) for a scan with `state` = N * dim elements per sequence and step.
+
+    The time block is as long as fits with a slab of >= MIN_SLAB elements per step; then the batch
+    chunk fills the tile. Blocks are balanced so a ragged last block is not tiny.
+    """
     tile_elements = TILE_ELEMENTS if tile_elements is None else tile_elements
-    block = max(1, min(L, max(MIN_BLOCK, tile_elements // max(1, batch * state))))
-    chunk = min(batch, max(1, tile_elements // max(1, block * state)))
+    min_chunk = min(batch, max(1, -(-MIN_SLAB // state)))
+    block = max(1, min(L, tile_elements // (min_chunk * state)))
+    block = -(-L // -(-L // block)) if L else 1  # same number of blocks, evened out
+    chunk = min(batch, max(min_chunk, tile_elements // (block * state)))
     return chunk, block
 
 
@@ -150,6 +162,16 @@ def _tiles(L: int, batch: int, chunk: int, block: int):
     """Batch chunks, each with its time blocks in order: [(slice_b, [slice_t, ...]), ...]."""
     times = [slice(l0, min(L, l0 + block)) for l0 in range(0, L, block)]
     return [(slice(b0, min(batch, b0 + chunk)), times) for b0 in range(0, batch, chunk)]
+
+
+class _Workspace:
+    """Flat buffers reused by every tile: fresh multi-MiB allocations per tile would page-fault."""
+
+    def __init__(self, like: torch.Tensor, numel: int, count: int):
+        self.bufs = [like.new_empty(numel) for _ in range(count)]
+
+    def get(self, i: int, *shape: int) -> torch.Tensor:
+        return self.bufs[i][: math.prod(shape)].view(shape)
 
 
 class _TiledScan(torch.autograd.Function):
@@ -160,34 +182,47 @@ class _TiledScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, need_last, need_grad):
         ctx.set_materialize_grads(False)
         L, batch, dim = u.shape
         N = A.shape[1]
         A2 = (A * LOG2E).t().contiguous()  # (N, dim), log2 units: exp(dt*A) = exp2(dt*A2)
         chunk, block = plan_tiles(batch, N * dim, L)
         tiles = _tiles(L, batch, chunk, block)
+        n_blocks = -(-L // block)
+        ws = _Workspace(u, block * chunk * N * dim, 3)
         out = u.new_empty(L, batch, dim)
-        starts = u.new_empty(len(tiles[0][1]) if tiles else 0, batch, N, dim)  # state entering each block
-        last = u.new_zeros(batch, N, dim)
+        # starts[i - 1]: state entering time block i >= 1, kept only for backward (block 0 starts at 0)
+        starts = u.new_empty(n_blocks - 1, batch, N, dim) if need_grad and n_blocks > 1 else None
+        last = u.new_empty(batch, N, dim) if need_last else None
         for sb, times in tiles:
-            h = last[sb]
+            nb = sb.stop - sb.start
+            h = None
             for i, st in enumerate(times):
-                starts[i, sb] = h
-                dt = _delta(delta[st, sb], delta_bias, softplus)
-                uu = u[st, sb]
-                x = _tile_states(dt, dt * uu, B[st, sb], A2, h)
-                y = torch.matmul(C[st, sb].unsqueeze(2), x).squeeze(2)
+                s = (st, sb)
+                shape = (st.stop - st.start, nb, N, dim)
+                dt = _delta(delta[s], delta_bias, softplus)
+                uu = u[s]
+                dA, x = ws.get(0, *shape), ws.get(1, *shape)
+                torch.mul(dt.unsqueeze(2), A2, out=dA).exp2_()
+                torch.mul(B[s].unsqueeze(3), (dt * uu).unsqueeze(2), out=x)
+                _scan_(x, dA, h)
+                if i + 1 < len(times):
+                    h = ws.get(2, nb, N, dim).copy_(x[-1])
+                    if starts is not None:
+                        starts[i, sb] = h
+                elif last is not None:
+                    last[sb] = x[-1]
+                y = torch.matmul(C[s].unsqueeze(2), x).squeeze(2)
                 if D is not None:
                     y.addcmul_(uu, D)
                 if z is not None:
-                    y.mul_(F.silu(z[st, sb]))
-                out[st, sb] = y
-                h = x[-1]
-            last[sb] = h
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
-        ctx.softplus = softplus
-        ctx.tiles = tiles
+                    y.mul_(F.silu(z[s]))
+                out[s] = y
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
+            ctx.softplus = softplus
+            ctx.tiles = tiles
         return out, last
 
     @staticmethod
@@ -198,6 +233,8 @@ class _TiledScan(torch.autograd.Function):
         N = A.shape[1]
         A2 = (A * LOG2E).t().contiguous()
         At = A.t().contiguous()  # d exp(dt*A)/d dt = exp(dt*A) * A
+        chunk, block = tiles[0][0].stop - tiles[0][0].start, tiles[0][1][0].stop
+        ws = _Workspace(u, (block + 1) * chunk * N * dim, 3)
         g_u, g_delta = torch.empty_like(u), torch.empty_like(delta)
         g_B, g_C = torch.empty_like(B), torch.empty_like(C)
         g_z = torch.empty_like(z) if z is not None else None
@@ -205,19 +242,27 @@ class _TiledScan(torch.autograd.Function):
         g_D = D.new_zeros(dim) if D is not None else None
         g_bias = delta_bias.new_zeros(dim) if delta_bias is not None else None
         for sb, times in tiles:
-            if grad_last is not None:
-                carry = grad_last[sb].float()
-            else:
-                carry = u.new_zeros(sb.stop - sb.start, N, dim)
+            nb = sb.stop - sb.start
+            carry = grad_last[sb].float() if grad_last is not None else u.new_zeros(nb, N, dim)
             for i in reversed(range(len(times))):
                 st = times[i]
                 s = (st, sb)
+                lb = st.stop - st.start
                 pre = delta[s] if delta_bias is None else delta[s] + delta_bias
                 dt = F.softplus(pre) if softplus else pre
                 uu = u[s]
                 du = dt * uu
-                dA, hbuf = _tile_states_backward(dt, du, B[s], A2, starts[i, sb])
+                # recompute the tile: hbuf[t + 1] = h_t, hbuf[0] = state entering the tile
+                dA, g = ws.get(0, lb, nb, N, dim), ws.get(2, lb, nb, N, dim)
+                hbuf = ws.get(1, lb + 1, nb, N, dim)
+                torch.mul(dt.unsqueeze(2), A2, out=dA).exp2_()
+                if i == 0:
+                    hbuf[0] = 0
+                else:
+                    hbuf[0] = starts[i - 1, sb]
                 h = hbuf[1:]
+                torch.mul(B[s].unsqueeze(3), du.unsqueeze(2), out=h)
+                _scan_(h, dA, hbuf[0])
                 gy = grad_out[s] if grad_out is not None else u.new_zeros(uu.shape)
                 if z is not None:  # out = y * silu(z)
                     zz = z[s]
@@ -230,18 +275,18 @@ class _TiledScan(torch.autograd.Function):
                 if D is not None:  # y += u * D
                     g_D.add_(torch.mul(gy, uu).sum((0, 1)))
                     g_uu = gy * D
-                # g_t = dL/dh_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}  (reverse-time scan)
-                g = torch.mul(C[s].unsqueeze(3), gy.unsqueeze(2))
+                # g_t = dL/dh_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}: a reverse-time scan
+                torch.mul(C[s].unsqueeze(3), gy.unsqueeze(2), out=g)
                 gs, As = g.unbind(0), dA.unbind(0)
                 gs[-1].add_(carry)
-                for t in range(len(gs) - 2, -1, -1):
+                for t in range(lb - 2, -1, -1):
                     gs[t].addcmul_(As[t + 1], gs[t + 1])
                 carry = As[0] * gs[0]
                 g_C[s] = torch.matmul(h, gy.unsqueeze(3)).squeeze(3)
                 g_du = torch.matmul(B[s].unsqueeze(2), g).squeeze(2)
                 g_B[s] = torch.matmul(g, du.unsqueeze(3)).squeeze(3)
                 q = g.mul_(hbuf[:-1]).mul_(dA)  # dL/d(dt*A) = g_t * h_{t-1} * exp(dt_t A)
-                g_A.add_(torch.mul(q, dt.unsqueeze(2)).sum((0, 1)))
+                g_A.add_(torch.mul(q, dt.unsqueeze(2), out=dA).sum((0, 1)))
                 g_dt = q.mul_(At).sum(2).addcmul_(g_du, uu)
                 g_u[s] = g_du * dt if g_uu is None else g_uu.addcmul_(g_du, dt)
                 if softplus:
@@ -249,7 +294,7 @@ class _TiledScan(torch.autograd.Function):
                 g_delta[s] = g_dt
                 if g_bias is not None:
                     g_bias.add_(g_dt.sum((0, 1)))
-        return g_u, g_delta, g_A.t(), g_B, g_C, g_D, g_z, g_bias, None
+        return g_u, g_delta, g_A.t(), g_B, g_C, g_D, g_z, g_bias, None, None, None
 
 
 def _delta(raw, bias, softplus):
@@ -257,24 +302,10 @@ def _delta(raw, bias, softplus):
     return F.softplus(dt) if softplus else dt
 
 
-def _tile_states(dt, du, Bt, A2, h0):
-    """All states of one tile, (Lb, bb, N, dim): h_t = exp2(dt_t A2) h_{t-1} + B_t du_t, from h0."""
-    dA = torch.mul(dt.unsqueeze(2), A2).exp2_()
-    x = torch.mul(Bt.unsqueeze(3), du.unsqueeze(2))
+def _scan_(x, dA, h0):
+    """In place over time (dim 0): x_t <- dA_t * x_{t-1} + x_t, with x_{-1} = h0 (None: zeros)."""
     xs, As = x.unbind(0), dA.unbind(0)
-    xs[0].addcmul_(As[0], h0)
+    if h0 is not None:
+        xs[0].addcmul_(As[0], h0)
     for t in range(1, len(xs)):
         xs[t].addcmul_(As[t], xs[t - 1])
-    return x
-
-
-def _tile_states_backward(dt, du, Bt, A2, h0):
-    """Decays and states of one tile, states with the entering one first: hbuf[t + 1] = h_t."""
-    dA = torch.mul(dt.unsqueeze(2), A2).exp2_()
-    hbuf = dt.new_empty(dt.shape[0] + 1, *h0.shape)
-    hbuf[0] = h0
-    torch.mul(Bt.unsqueeze(3), du.unsqueeze(2), out=hbuf[1:])
-    hs, As = hbuf.unbind(0), dA.unbind(0)
-    for t in range(len(As)):
-        hs[t + 1].addcmul_(As[t], hs[t])
-    return dA, hbuf

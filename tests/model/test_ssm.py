@@ -78,7 +78,8 @@ def check(inputs, **kw):
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Force many tiny tiles so batch chunking, time blocks and carries are all exercised."""
-    monkeypatch.setattr(ssm, "TILE_ELEMENTS", 200)
+    monkeypatch.setattr(ssm, "TILE_ELEMENTS", 400)
+    monkeypatch.setattr(ssm, "MIN_SLAB", 48)
 
 
 def test_short_all_options():
@@ -95,7 +96,7 @@ def test_each_option_alone(use):
 
 
 def test_tiled_batch_chunks_and_ragged_blocks(small_tiles):
-    assert ssm.plan_tiles(5, 24, 50) == (2, 4)  # chunks 2,2,1; blocks of 4 with a ragged last one
+    assert ssm.plan_tiles(5, 24, 50) == (2, 8)  # chunks 2,2,1; blocks of 8 with a ragged last one
     check(make_inputs(5, 6, 4, 50, seed=3))
 
 
