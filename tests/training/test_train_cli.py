@@ -7,8 +7,8 @@ import json
 from model.checkpoint import read_metadata
 from service.cli import main
 
-TINY = [arg for kv in ("temporal=false", "embed_dim=32", "depth=1", "num_heads=2", "head_channels=16",
-                       "temporal_dim=16", "diffusion_dim=16") for arg in ("--set", kv)]
+TINY = [arg for kv in ("embed_dim=32", "depth=1", "num_heads=2", "head_channels=16",
+                       "temporal_dim=16", "temporal_stride=16", "diffusion_dim=16") for arg in ("--set", kv)]
 
 
 def test_synth_train_eval_export(tmp_path, capsys):
