@@ -120,21 +120,44 @@ class MultiScanBlock(nn.Module):
             return tube_grid(s, T, H, W, self.window)
         return {"unified": unified_grid, "spatial": spatial_grid, "temporal": temporal_grid}[kind](s, T, H, W)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: grid (T, H, W, B, dim) -> same shape."""
-        T, H, W = x.shape[:3]
+    def frame_tokens(self, kind: str, frame: int, T: int, H: int, W: int, B: int) -> tuple[slice, slice]:
+        """(rows, columns) of one frame's tokens in this kind's sequences: a T=1 sequence batch."""
+        if kind == "unified":
+            return slice(frame * H * W, (frame + 1) * H * W), slice(None)
+        if kind == "spatial":
+            return slice(None), slice(frame * B, (frame + 1) * B)
+        if kind == "temporal":
+            return slice(frame, frame + 1), slice(None)
+        wh, ww = self.window
+        return slice(frame * wh * ww, (frame + 1) * wh * ww), slice(None)
+
+    def forward(self, x: torch.Tensor, frame: int | None = None) -> torch.Tensor:
+        """x: grid (T, H, W, B, dim) -> same shape, or only frame `frame`'s tokens (1, H, W, B, dim).
+
+        All T frames are scanned either way; `frame` skips merging, gating and out_proj elsewhere
+        (the encoder's last block only needs the key frame).
+        """
+        T, H, W, B = x.shape[:4]
         h = self.norm(x)
         u = F.linear(h, self.in_proj.weight[: self.d_inner])
-        z = F.linear(h, self.in_proj.weight[self.d_inner:])
+        z = F.linear(h if frame is None else h[frame:frame + 1], self.in_proj.weight[self.d_inner:])
         gates = self.gate_logits.softmax(dim=0)
         y = None
         for k, kind in enumerate(self.kinds):
             seq = self.to_seq(kind, u)
-            n = seq.shape[1]
+            L, n = seq.shape[:2]
             out = self.ssm[kind](torch.cat([seq, seq.flip(0)], dim=1))  # forward | backward scans
-            merged = torch.addcmul(out[:, :n] * gates[2 * k], out[:, n:].flip(0), gates[2 * k + 1])
-            part = self.to_grid(kind, merged, T, H, W)
+            if frame is None:
+                rows, cols, Tm = slice(None), slice(None), T
+            else:
+                (rows, cols), Tm = self.frame_tokens(kind, frame, T, H, W, B), 1
+            r0, r1, _ = rows.indices(L)
+            fwd = out[rows, :n][:, cols]
+            bwd = out[L - r1:L - r0, n:][:, cols].flip(0)  # the backward scan ran on the flipped sequence
+            merged = torch.addcmul(fwd * gates[2 * k], bwd, gates[2 * k + 1])
+            part = self.to_grid(kind, merged, Tm, H, W)
             y = part if y is None else y.add_(part)
+        x = x if frame is None else x[frame:frame + 1]
         return x + self.out_proj(y * F.silu(z))
 
 
@@ -190,9 +213,11 @@ class TemporalEncoder(nn.Module):
             x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
         x = x.reshape(B, T, self.dim, th, tw).permute(1, 3, 4, 0, 2)  # grid (T, H, W, B, d)
         x = self.proj_norm(x) + self.frame_pos[:, None, None, None] + self.pixel_pos[None, :, :, None]
-        for block in self.global_blocks:
-            x = block(x)
-        for block in self.local_blocks:
-            x = block(x)
-        key = self.norm(x[self.key_index])  # (H, W, B, d)
+        blocks = [*self.global_blocks, *self.local_blocks]
+        for i, block in enumerate(blocks):
+            # the last block computes only the key frame's outputs (its scans still see all frames)
+            x = block(x, frame=self.key_index if i == len(blocks) - 1 else None)
+        if not blocks:
+            x = x[self.key_index:self.key_index + 1]
+        key = self.norm(x[0])  # (H, W, B, d)
         return key.permute(2, 3, 0, 1).contiguous()

@@ -131,6 +131,17 @@ def test_global_block_reaches_across_frames_and_pixels():
     assert blk.gate_logits.shape == (6, 64)
 
 
+@pytest.mark.parametrize("kinds,window", [(("unified",), None), (("spatial",), None), (("temporal",), None),
+                                          (("tube",), (2, 3)), (GlobalBlock.KINDS, None)])
+def test_single_frame_output_is_that_frame_of_the_full_output(kinds, window):
+    blk = block_with(kinds, window)
+    x = grid().repeat(1, 1, 1, 1, 8)
+    with torch.no_grad():
+        full = blk(x)
+        for t in range(T):
+            torch.testing.assert_close(blk(x, frame=t), full[t:t + 1], rtol=1e-5, atol=1e-6)
+
+
 def test_backward_direction_is_used():
     # a forward-only causal scan could not carry a change at the last token back to the first
     moved = influence(block_with(("unified",)), T - 1, H - 1, W - 1, 0)
