@@ -46,6 +46,15 @@ from service.worker.windows import Window
 log = logging.getLogger("vidpose.worker")
 
 
+def auto_threads() -> int:
+    """torch threads when worker_threads is 0: all cores but one. The spare core decodes and crops the
+    next frames while the model runs; giving torch every core makes its threads wait on each other
+    whenever decoding (or anything else) takes a core, which on small machines costs far more than
+    the extra thread gains."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 class Worker:
     def __init__(self, settings: Settings, models: list[str] | None = None, redis_client=None,
                  worker_id: str | None = None, drain_timeout_s: float = 30.0,
@@ -81,8 +90,7 @@ class Worker:
     def load(self) -> None:
         import torch
 
-        if self.settings.worker_threads > 0:
-            torch.set_num_threads(self.settings.worker_threads)
+        torch.set_num_threads(self.settings.worker_threads or auto_threads())
         for arg in self.model_args:
             eng = Engine.load(arg, self.settings.models_dir, self.settings.worker_device)
             if eng.name in self.engines:
@@ -90,7 +98,8 @@ class Worker:
             self.engines[eng.name] = eng
         for eng in self.engines.values():
             took = eng.warmup(min(4, self.settings.worker_max_batch))
-            log.info("model %s (version %s) warm on %s in %.2fs", eng.name, eng.version, eng.device, took)
+            log.info("model %s (version %s) warm on %s in %.2fs (torch threads %d)", eng.name, eng.version,
+                     eng.device, took, torch.get_num_threads())
             MODEL_INFO.labels(eng.name, eng.version, eng.device.type).set(1)
 
     @property
