@@ -38,6 +38,10 @@ TILE_ELEMENTS = 1 << 20
 # Smallest per-step slab (batch chunk x N x dim): each recurrence step is one op over it, and
 # below ~64K elements the per-op overhead outweighs the work.
 MIN_SLAB = 1 << 16
+# Tiles whose slabs are smaller than this (few sequences, e.g. batch 1) and that have at least
+# TWO_LEVEL_MIN_STEPS steps scan in two levels (see _scan_): ~2*sqrt(2*steps) ops instead of steps.
+TWO_LEVEL_MAX_SLAB = 1 << 14
+TWO_LEVEL_MIN_STEPS = 16
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -264,7 +268,9 @@ class _TiledScan(torch.autograd.Function):
                     hbuf[0] = starts[i - 1, sb]
                 h = hbuf[1:]
                 torch.mul(B[s].unsqueeze(3), du.unsqueeze(2), out=h)
-                _scan_(h, dA, hbuf[0])
+                two_level = _two_level(h)
+                tmp = ws.get(3, lb, nb, N, dim)  # scratch: the two-level scan clobbers its coefficients
+                _scan_(h, tmp.copy_(dA) if two_level else dA, hbuf[0])
                 gy = grad_out[s] if grad_out is not None else u.new_zeros(uu.shape)
                 if z is not None:  # out = y * silu(z)
                     zz = z[s]
@@ -279,13 +285,17 @@ class _TiledScan(torch.autograd.Function):
                     g_uu = gy * D
                 # g_t = dL/dh_t = C_t gy_t + exp(dt_{t+1} A) g_{t+1}: a reverse-time scan
                 torch.mul(C[s].unsqueeze(3), gy.unsqueeze(2), out=g)
-                gs, As = g.unbind(0), dA.unbind(0)
-                gs[-1].add_(carry)
-                for t in range(lb - 2, -1, -1):
-                    gs[t].addcmul_(As[t + 1], gs[t + 1])
-                carry = As[0] * gs[0]
+                if two_level:  # coefficient of g_{t+1} in g_t is exp(dt_{t+1} A); the carry enters with 1
+                    tmp[:-1] = dA[1:]
+                    tmp[-1] = 1.0
+                    _scan_(g, tmp, carry, reverse=True)
+                else:
+                    gs, As = g.unbind(0), dA.unbind(0)
+                    gs[-1].add_(carry)
+                    for t in range(lb - 2, -1, -1):
+                        gs[t].addcmul_(As[t + 1], gs[t + 1])
+                carry = dA[0] * g[0]
                 # contractions over dim: mul + sum (batched (N x dim) @ (dim x 1) matmuls are ~10x slower)
-                tmp = ws.get(3, lb, nb, N, dim)
                 g_C[s] = torch.mul(h, gy.unsqueeze(2), out=tmp).sum(3)
                 g_B[s] = torch.mul(g, du.unsqueeze(2), out=tmp).sum(3)
                 g_du = torch.matmul(B[s].unsqueeze(2), g).squeeze(2)
@@ -306,10 +316,46 @@ def _delta(raw, bias, softplus):
     return F.softplus(dt) if softplus else dt
 
 
-def _scan_(x, dA, h0):
-    """In place over time (dim 0): x_t <- dA_t * x_{t-1} + x_t, with x_{-1} = h0 (None: zeros)."""
-    xs, As = x.unbind(0), dA.unbind(0)
-    if h0 is not None:
-        xs[0].addcmul_(As[0], h0)
-    for t in range(1, len(xs)):
-        xs[t].addcmul_(As[t], xs[t - 1])
+def _two_level(x: torch.Tensor) -> bool:
+    return x.shape[0] >= TWO_LEVEL_MIN_STEPS and x[0].numel() < TWO_LEVEL_MAX_SLAB
+
+
+def _scan_(x, a, h0, reverse=False):
+    """In place along time (dim 0): x_t += a_t * x_{t-1}, x_{-1} = h0 (None: zeros).
+
+    reverse: x_t += a_t * x_{t+1}, x_{L} = h0. Step by step when the per-step slab is big enough for
+    one op per step to be cheap; otherwise in two levels, which clobbers `a`: split the steps into
+    nc chunks of lc, scan all chunks at once from zero (lc - 1 ops, also turning `a` into running
+    decay products), carry the true states across chunk boundaries (nc small ops), then add each
+    chunk's entering state times the running decay (one op). Every factor is a product of decays
+    <= 1, so this is as stable as the plain loop.
+    """
+    L = x.shape[0]
+    if not _two_level(x):
+        xs, As = x.unbind(0), a.unbind(0)
+        steps = range(L - 1, -1, -1) if reverse else range(L)
+        for i, t in enumerate(steps):
+            prev = h0 if i == 0 else xs[t + 1 if reverse else t - 1]
+            if prev is not None:
+                xs[t].addcmul_(As[t], prev)
+        return
+    lc = max(2, round(math.sqrt(L / 2)))
+    nc, r = divmod(L, lc)
+    main = slice(r, L) if reverse else slice(0, L - r)
+    xv, av = x[main].view(nc, lc, *x.shape[1:]), a[main].view(nc, lc, *x.shape[1:])
+    for j in range(lc - 2, -1, -1) if reverse else range(1, lc):
+        p = j + 1 if reverse else j - 1
+        xv[:, j].addcmul_(av[:, j], xv[:, p])
+        av[:, j].mul_(av[:, p])
+    H = x.new_empty(nc, *x.shape[1:])  # H[c]: true state entering chunk c (in scan direction)
+    order = range(nc - 1, -1, -1) if reverse else range(nc)
+    last = 0 if reverse else lc - 1  # a chunk's final position in scan direction
+    for i, c in enumerate(order):
+        if i == 0:
+            H[c] = 0 if h0 is None else h0
+        else:
+            pc = c + 1 if reverse else c - 1
+            torch.addcmul(xv[pc, last], av[pc, last], H[pc], out=H[c])
+    xv.addcmul_(av, H.unsqueeze(1))
+    for t in range(r - 1, -1, -1) if reverse else range(L - r, L):  # the ragged steps, one by one
+        x[t].addcmul_(a[t], x[t + 1] if reverse else x[t - 1])

@@ -100,6 +100,33 @@ def test_tiled_batch_chunks_and_ragged_blocks(small_tiles):
     check(make_inputs(5, 6, 4, 50, seed=3))
 
 
+@pytest.mark.parametrize("L", [16, 17, 23, 50, 97])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_two_level_scan_matches_the_loop(L, reverse, with_h0):
+    g = torch.Generator().manual_seed(L)
+    x = torch.randn(L, 3, 5, generator=g, dtype=torch.float64)
+    a = torch.rand(L, 3, 5, generator=g, dtype=torch.float64)
+    h0 = torch.randn(3, 5, generator=g, dtype=torch.float64) if with_h0 else None
+    expected = x.clone()
+    prev = h0 if h0 is not None else torch.zeros(3, 5, dtype=torch.float64)
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        expected[t] += a[t] * prev
+        prev = expected[t]
+    assert ssm._two_level(x)
+    got = x.clone()
+    ssm._scan_(got, a.clone(), h0, reverse=reverse)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_two_level_tiles_with_carries(monkeypatch):
+    monkeypatch.setattr(ssm, "TILE_ELEMENTS", 2000)
+    monkeypatch.setattr(ssm, "MIN_SLAB", 48)
+    # chunks of 3 and 2 sequences, 2 blocks of 25 steps, each scanned as 6 chunks of 4 + 1 ragged step
+    assert ssm.plan_tiles(5, 24, 50) == (3, 25)
+    check(make_inputs(5, 6, 4, 50, seed=13))
+
+
 def test_grad_of_out_only_and_last_only(small_tiles):
     inputs = make_inputs(2, 4, 3, 23, seed=4)
     check(inputs, loss_on=("out",))
