@@ -63,9 +63,11 @@ def write_clip(path, src, n_frames: int, size=(160, 96), fps: float = 25.0):
 
 @pytest.fixture(scope="session")
 def longer_clip(tmp_path_factory, shared_data):
-    return write_clip(tmp_path_factory.mktemp("clips") / "longer.mp4", shared_data / "videos" / "soccer.mp4", 900)
+    src = shared_data / "videos" / "soccer.mp4"
+    return write_clip(tmp_path_factory.mktemp("clips") / "longer.mp4", src, 900)
 
 
 @pytest.fixture(scope="session")
 def long_clip(tmp_path_factory, shared_data):
-    return write_clip(tmp_path_factory.mktemp("clips") / "long.mp4", shared_data / "videos" / "soccer.mp4", 240)
+    src = shared_data / "videos" / "soccer.mp4"
+    return write_clip(tmp_path_factory.mktemp("clips") / "long.mp4", src, 240)

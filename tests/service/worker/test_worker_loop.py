@@ -151,8 +151,10 @@ def test_cancel_running_job_stops_work(q_and_settings, long_clip):
     assert q.r.xpending(q.stream_key("test-model"), GROUP)["pending"] == 0
 
 
-def test_dead_letter_after_too_many_deliveries(redis_client, redis_server, tiny_checkpoint, tmp_path, shared_data):
-    s = make_settings(redis_server, tiny_checkpoint, tmp_path, worker_max_deliveries=1, worker_reclaim_idle_ms=100)
+def test_dead_letter_after_too_many_deliveries(redis_client, redis_server, tiny_checkpoint, tmp_path,
+                                               shared_data):
+    s = make_settings(redis_server, tiny_checkpoint, tmp_path, worker_max_deliveries=1,
+                      worker_reclaim_idle_ms=100)
     q = JobQueue(redis_client, s)
     q.ensure_groups(["test-model"])
     job = submit(q, shared_data / "videos" / "soccer.mp4")

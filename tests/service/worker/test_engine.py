@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from service.worker.engine import DecodeOptions
+from service.worker.modelfiles import ModelNotFound, resolve_model
+
+
+def test_resolve_model_by_name_and_path(tiny_checkpoint, tmp_path):
+    assert resolve_model("test-model", tiny_checkpoint.parent) == ("test-model", tiny_checkpoint.resolve())
+    assert resolve_model(str(tiny_checkpoint), tmp_path) == ("test-model", tiny_checkpoint.resolve())
+    with pytest.raises(ModelNotFound, match=str(tmp_path / "vidpose-tiny-cpu.safetensors")):
+        resolve_model("vidpose-tiny-cpu", tmp_path)
+    with pytest.raises(ModelNotFound, match="not found"):
+        resolve_model(str(tmp_path / "x.safetensors"), tmp_path)
+
+
+def test_engine_info_and_decode_options(engine):
+    assert engine.name == "test-model" and engine.version == "test-1" and engine.device.type == "cpu"
+    assert engine.warm and engine.window == 5
+    info = engine.info()
+    assert info["name"] == "test-model" and info["window"] == 5 and len(info["keypoints"]) == 17
+    assert engine.decode_options() == engine.default_options()
+    assert engine.decode_options(diffusion_steps=2, hypotheses=3) == DecodeOptions(2, 3)
+
+
+def test_decode_with_overrides_restores_config(engine):
+    g = torch.Generator().manual_seed(1)
+    h, w = engine.input_size
+    feats = engine.encode(torch.randn(5, 3, h, w, generator=g))
+    assert feats.shape[0] == 5
+    windows = feats[None].expand(2, *feats.shape).contiguous()
+    base = engine.model.cfg
+    det_a = engine.decode(windows, DecodeOptions(0, 1))  # 0 steps: the deterministic head
+    det_b = engine.decode(windows, DecodeOptions(0, 1))
+    assert engine.model.cfg is base
+    np.testing.assert_array_equal(det_a, det_b)
+    out = engine.decode(windows, DecodeOptions(2, 2))
+    assert engine.model.cfg is base
+    assert out.shape == (2, 17, 3) and np.isfinite(out).all()
+
+
+def test_worker_command_errors(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "VIDPOSE_MODELS_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "service.cli", "worker"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "VIDPOSE_REDIS_URL" in r.stderr
+    env["VIDPOSE_REDIS_URL"] = "redis://127.0.0.1:1/0"
+    r = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--model", "missing"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and str(tmp_path / "missing.safetensors") in r.stderr
