@@ -29,12 +29,12 @@ class DynamicBatcher:
     run_batch(items) -> one result per item (called on the scheduler thread).
     on_done(items, results_or_exception) routes results back to jobs.
     on_drop(items) is told about items removed by cancel() (never run).
-    observe(batch_size, wait_s) records metrics for each batch that runs.
+    observe(batch, wait_s) records metrics for each batch that runs (wait_s: its oldest item's wait).
     """
 
     def __init__(self, max_batch: int, max_wait_s: float, run_batch: RunBatch, on_done: OnDone,
                  on_drop: Callable[[list[Any]], None] | None = None,
-                 observe: Callable[[int, float], None] | None = None, clock=time.monotonic):
+                 observe: Callable[[list[Any], float], None] | None = None, clock=time.monotonic):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch
@@ -42,7 +42,7 @@ class DynamicBatcher:
         self.run_batch = run_batch
         self.on_done = on_done
         self.on_drop = on_drop or (lambda items: None)
-        self.observe = observe or (lambda size, wait: None)
+        self.observe = observe or (lambda batch, wait: None)
         self.clock = clock
         self._queues: OrderedDict[tuple, deque] = OrderedDict()  # batch key -> FIFO of items
         self._cond = threading.Condition()
@@ -101,7 +101,7 @@ class DynamicBatcher:
                         if not q:
                             del self._queues[key]
                         self._busy = True
-                        self.observe(len(batch), waited)
+                        self.observe(batch, waited)
                         return batch
                     if not block:
                         return None

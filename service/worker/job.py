@@ -220,6 +220,7 @@ class JobRun:
         slot.instances.sort(key=lambda inst: inst["track_id"])
         self._ready[index] = {"frame_index": index, "timestamp_s": round(slot.timestamp_s, 6),
                               "instances": slot.instances}
+        slot.instances = []  # the ready frame owns them now; the slot only tracks completion
 
     def _pump(self, block: bool) -> None:
         """Take finished windows off the inbox, write ready frames when due, watch for stops."""

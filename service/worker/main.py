@@ -147,9 +147,9 @@ class Worker:
         for owner, idx in self._route(windows).values():
             owner.on_dropped([windows[i] for i in idx])
 
-    def _observe(self, size: int, wait_s: float) -> None:
-        model = next(iter(self.engines), "")
-        BATCH_SIZE.labels(model).observe(size)
+    def _observe(self, batch: list[Window], wait_s: float) -> None:
+        model = batch[0].batch_key[0]
+        BATCH_SIZE.labels(model).observe(len(batch))
         BATCH_WAIT.labels(model).observe(wait_s)
 
     # -- heartbeat --------------------------------------------------------------------------------

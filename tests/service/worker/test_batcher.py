@@ -27,7 +27,8 @@ def make(max_batch=4, max_wait_s=0.05, clock=None, run=None):
     done, dropped, observed = [], [], []
     b = DynamicBatcher(max_batch, max_wait_s, run or (lambda items: [i.n * 10 for i in items]),
                        on_done=lambda items, res: done.append((items, res)),
-                       on_drop=dropped.extend, observe=lambda size, wait: observed.append((size, wait)),
+                       on_drop=dropped.extend,
+                       observe=lambda batch, wait: observed.append((len(batch), wait)),
                        clock=clock or time.monotonic)
     return b, done, dropped, observed
 
