@@ -8,7 +8,14 @@ import torch
 from model.backbone import SimpleHead, ViTBackbone
 from model.config import get_preset
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _small(**kw):
