@@ -34,7 +34,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def file_version(path: Path, info: dict) -> str:
-    """The checkpoint's own version string, else a short content hash of the file."""
+    """The checkpoint's own version string, else 'sha256:<12 hex>' of the whole file -- the API's model
+    catalog uses the same rule, so both report one version."""
     if info.get("version"):
         return str(info["version"])
     h = hashlib.sha256()

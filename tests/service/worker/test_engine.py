@@ -54,3 +54,15 @@ def test_worker_command_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--model", "missing"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and str(tmp_path / "missing.safetensors") in r.stderr
+
+
+def test_version_without_info_matches_the_api_catalog(tmp_path):
+    from model.checkpoint import save_checkpoint
+    from model.config import get_preset
+    from model.pose_model import PoseModel
+    from service.api.catalog import checkpoint_info
+    from service.worker.engine import file_version
+
+    path = save_checkpoint(PoseModel(get_preset("tiny-cpu", depth=1, temporal=False)), tmp_path / "m.safetensors")
+    version = file_version(path, {})
+    assert version.startswith("sha256:") and version == checkpoint_info(path)["version"]
