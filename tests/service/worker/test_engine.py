@@ -63,6 +63,7 @@ def test_version_without_info_matches_the_api_catalog(tmp_path):
     from service.api.catalog import checkpoint_info
     from service.worker.engine import file_version
 
-    path = save_checkpoint(PoseModel(get_preset("tiny-cpu", depth=1, temporal=False)), tmp_path / "m.safetensors")
+    model = PoseModel(get_preset("tiny-cpu", depth=1, temporal=False))
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
     version = file_version(path, {})
     assert version.startswith("sha256:") and version == checkpoint_info(path)["version"]
