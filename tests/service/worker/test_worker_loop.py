@@ -210,3 +210,29 @@ def test_drain_requeues_unfinished_job(q_and_settings, long_clip):
     with Running(s):  # another worker picks the requeued job up and finishes it
         assert wait_status(q, job, {"succeeded", "failed"}, timeout=120)["status"] == "succeeded"
     check_frames(q, job, 240, 160, 96)
+
+
+def test_container_frame_count_corrected_by_decoding(q_and_settings, tmp_path):
+    """A truncated file whose header still claims 20 frames: the job covers the frames that decode."""
+    import cv2
+
+    path = tmp_path / "cut.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(20):
+        w.write(np.full((48, 64, 3), i * 10, np.uint8))
+    w.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    cap = cv2.VideoCapture(str(path))
+    claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    q, s = q_and_settings
+    job = submit(q, path, frames=claimed)
+    with Running(s):
+        j = wait_status(q, job, {"succeeded", "failed"})
+    assert j["status"] == "succeeded", j
+    n = j["frames_total"]
+    assert 0 < n < claimed == 20
+    assert j["frames_done"] == n and j["video"]["frames"] == n
+    check_frames(q, job, n, 64, 48)
+    assert q.backlog_frames() == 0
