@@ -4,6 +4,8 @@
 
 Both run in the same process, interleaved, on the same inputs; the ratio is ref time / chunked
 time from the fastest repetition of each (the least disturbed by other load on the machine).
+On a shared, oversubscribed machine 2-thread wall times swing by 10x (OpenMP threads wait for
+each other); the CPU-time column (process CPU seconds) and `--threads 1` are steadier there.
 The floor for the project: >= 5x forward at batch 8, dim 256, N 16, L 3072 on 2 threads.
 --temporal also times the GLS TemporalEncoder (tiny-cpu shapes, batch 8) per window.
 """
@@ -39,15 +41,16 @@ def run(fn, inputs, backward):
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     else:
         leaves = inputs
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.set_grad_enabled(backward):
         out = fn(**leaves, delta_softplus=True)
         if backward:
             out.square().mean().backward()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench(shape, backward, reps):
+    """Interleaved repetitions; returns [(wall, cpu), ...] for the reference and the chunked scan."""
     inputs = make(*shape)
     run(selective_scan_chunked, inputs, backward)  # warm-up (allocator, threads)
     ref, new = [], []
@@ -58,32 +61,35 @@ def bench(shape, backward, reps):
 
 
 def bench_temporal(reps: int, quick: bool) -> None:
-    """ms per window of TemporalEncoder.forward (no grad), batch 8, tiny-cpu backbone tokens."""
+    """ms per window of TemporalEncoder.forward (no grad) on tiny-cpu backbone tokens (192 ch, 16x12)."""
     from model.config import get_preset
     from model.temporal import TemporalEncoder
 
-    variants = [("tiny-cpu (stride 8)", {}), ("stride 16", dict(temporal_stride=16))]
+    # (temporal_stride, temporal_dim, d_state, expand), all with T=5, 1 global + 1 local block
+    variants = [(16, 32, 16, 2), (16, 64, 16, 2), (8, 32, 16, 2), (8, 64, 16, 2)]
     if not quick:
-        variants += [("stride 8, d_state 8", dict(d_state=8)),
-                     ("stride 8, d_state 8, expand 1", dict(d_state=8, expand=1))]
-    print("\n# TemporalEncoder forward, batch 8 windows, no grad\n")
-    print("| config | grid | T | dim | d_state | expand | ms / window (best) | ms / window (median) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for label, over in variants:
-        cfg = get_preset("tiny-cpu", **over)
+        variants += [(8, 64, 8, 2), (8, 64, 8, 1)]
+    batches = (8,) if quick else (1, 8)
+    print("\n# TemporalEncoder forward (no grad), T=5, 1 global + 1 local block\n")
+    print("| grid (stride) | dim | d_state | expand | batch | ms / window (best) | ms / window (median) |")
+    print("|---|---|---|---|---|---|---|")
+    for stride, dim, d_state, expand in variants:
+        cfg = get_preset("tiny-cpu", temporal_stride=stride, temporal_dim=dim, d_state=d_state, expand=expand,
+                         window=5, global_blocks=1, local_blocks=1, local_window=(8, 6))
         torch.manual_seed(0)
-        enc = TemporalEncoder(cfg, cfg.embed_dim).eval()
-        feats = torch.randn(8, cfg.window, cfg.embed_dim, *cfg.patch_grid)
-        times = []
-        with torch.no_grad():
-            enc(feats)
-            for _ in range(reps):
-                t0 = time.perf_counter()
+        enc = TemporalEncoder(cfg, 192).eval()
+        for batch in batches:
+            feats = torch.randn(batch, cfg.window, 192, *cfg.patch_grid)
+            times = []
+            with torch.no_grad():
                 enc(feats)
-                times.append((time.perf_counter() - t0) / 8 * 1000)
-        th, tw = cfg.temporal_grid
-        print(f"| {label} | {th}x{tw} | {cfg.window} | {cfg.temporal_dim} | {cfg.d_state} | {cfg.expand} | "
-              f"{min(times):.1f} | {statistics.median(times):.1f} |", flush=True)
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    enc(feats)
+                    times.append((time.perf_counter() - t0) / batch * 1000)
+            th, tw = cfg.temporal_grid
+            print(f"| {th}x{tw} (1/{stride}) | {dim} | {d_state} | {expand} | {batch} | {min(times):.1f} | "
+                  f"{statistics.median(times):.1f} |", flush=True)
 
 
 def main(argv=None):
@@ -108,15 +114,17 @@ def main(argv=None):
     print(f"# selective scan: reference loop vs chunked (torch {torch.__version__}, {args.threads} threads, "
           f"best of {reps})\n")
     print("| case | batch, dim, N, L | tiles (chunk, block) | ref s | chunked s | ratio (best) "
-          "| ratio (median) |")
-    print("|---|---|---|---|---|---|---|")
+          "| ratio (median) | ratio (CPU time) |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, shape, backward in cases:
         ref, new = bench(shape, backward, reps)
         batch, dim, N, L = shape
         tiles = plan_tiles(batch, N * dim, L)
-        print(f"| {label} | {batch}, {dim}, {N}, {L} | {tiles} | {min(ref):.3f} | {min(new):.4f} | "
-              f"{min(ref) / min(new):.1f}x | {statistics.median(ref) / statistics.median(new):.1f}x |",
-              flush=True)
+        wall_r, wall_n = [w for w, _ in ref], [w for w, _ in new]
+        cpu = min(c for _, c in ref) / min(c for _, c in new)
+        print(f"| {label} | {batch}, {dim}, {N}, {L} | {tiles} | {min(wall_r):.3f} | {min(wall_n):.4f} | "
+              f"{min(wall_r) / min(wall_n):.1f}x | {statistics.median(wall_r) / statistics.median(wall_n):.1f}x "
+              f"| {cpu:.1f}x |", flush=True)
     if args.temporal:
         bench_temporal(max(reps, 3), args.quick)
     print(f"\ncommand: `{cmd}`")
