@@ -131,6 +131,8 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     transpose each; the result is such a view too.
     """
     _check_shapes(u, delta, A, B, C)
+    if u.numel() == 0:  # nothing to tile (L == 0 or batch == 0): the loop handles it exactly
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     dtype_in = u.dtype
     f32 = lambda t: None if t is None else _time_major(t.float())
     args = (u, delta, A, B, C, D, z, delta_bias)

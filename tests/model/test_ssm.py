@@ -177,6 +177,13 @@ def test_time_major_views_are_accepted_and_returned():
     assert out.permute(2, 0, 1).is_contiguous()
 
 
+def test_empty_sequence():
+    inp = make_inputs(2, 8, 4, 0)
+    args = [inp[k] for k in ("u", "delta", "A", "B", "C")]
+    out, last = selective_scan_chunked(*args, return_last_state=True)
+    assert out.shape == (2, 8, 0) and torch.equal(last, torch.zeros(2, 8, 4))
+
+
 def test_bad_shapes_raise():
     inp = make_inputs(2, 8, 4, 10)
     with pytest.raises(ValueError, match="B must be"):
