@@ -122,9 +122,9 @@ def main(argv=None):
         tiles = plan_tiles(batch, N * dim, L)
         wall_r, wall_n = [w for w, _ in ref], [w for w, _ in new]
         cpu = min(c for _, c in ref) / min(c for _, c in new)
+        median = statistics.median(wall_r) / statistics.median(wall_n)
         print(f"| {label} | {batch}, {dim}, {N}, {L} | {tiles} | {min(wall_r):.3f} | {min(wall_n):.4f} | "
-              f"{min(wall_r) / min(wall_n):.1f}x | {statistics.median(wall_r) / statistics.median(wall_n):.1f}x "
-              f"| {cpu:.1f}x |", flush=True)
+              f"{min(wall_r) / min(wall_n):.1f}x | {median:.1f}x | {cpu:.1f}x |", flush=True)
     if args.temporal:
         bench_temporal(max(reps, 3), args.quick)
     print(f"\ncommand: `{cmd}`")
