@@ -55,7 +55,8 @@ def to_posetrack(result: dict, video_name: str | None = None) -> dict:
                 "num_keypoints": len(kps),
             })
     categories = [{
-        "id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO_KEYPOINTS),
-        "skeleton": [[a + 1, b + 1] for a, b in COCO_SKELETON],  # PoseTrack/COCO files are 1-based
+        "id": 1, "name": "person", "supercategory": "person",
+        "keypoints": list(result.get("keypoint_names") or COCO_KEYPOINTS),  # the model's slot names
+        "skeleton": [[a + 1, b + 1] for a, b in (result.get("skeleton") or COCO_SKELETON)],  # 1-based
     }]
     return {"images": images, "annotations": annotations, "categories": categories}
