@@ -89,19 +89,25 @@ class PoseModel(nn.Module):
     def _cond(self, parts: dict) -> DiffusionCond:
         return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
 
-    def decode_windows(self, feats: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def decode_windows(self, feats: torch.Tensor, generator: torch.Generator | None = None,
+                       diffusion_steps: int | None = None, hypotheses: int | None = None) -> dict:
         """feats (B, T, C, gh, gw) -> {"heatmaps", "base_heatmaps"} (B, K, h, w) for the key frame T//2.
 
         Without temporal, only the key frame's features are used (the others may be anything).
+        diffusion_steps / hypotheses override the config's S / K for this call; S = 0 skips
+        diffusion (the deterministic head's heatmaps).
         """
         cfg = self.cfg
+        steps = cfg.diffusion_steps if diffusion_steps is None else int(diffusion_steps)
+        k = cfg.hypotheses if hypotheses is None else int(hypotheses)
+        if steps < 0 or k < 1:
+            raise ValueError(f"need diffusion_steps >= 0 and hypotheses >= 1, got {steps}, {k}")
         parts = self._heads(feats)
         heat = parts["det_heatmaps"]
-        if cfg.diffusion:
+        if cfg.diffusion and steps > 0:
             init = heat if cfg.diffusion_init == "prior" else None
-            heat = self.diffusion.sample(self._cond(parts), steps=cfg.diffusion_steps,
-                                         hypotheses=cfg.hypotheses, generator=generator, init=init,
-                                         init_step=cfg.diffusion_init_step)
+            heat = self.diffusion.sample(self._cond(parts), steps=steps, hypotheses=k, generator=generator,
+                                         init=init, init_step=cfg.diffusion_init_step)
         return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"]}
 
     def _encode_windows(self, frames: torch.Tensor) -> torch.Tensor:

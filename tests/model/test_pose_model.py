@@ -218,3 +218,21 @@ def test_tiny_model_overfits_a_batch():
     for k in ("base_loss", "temporal_loss"):
         assert last[k] < 0.7 * first[k], (k, first, last)
     assert PRESETS["tiny-cpu"].temporal  # the preset this stands in for trains the same parts
+
+
+def test_per_call_diffusion_overrides():
+    torch.manual_seed(0)
+    model = _train_like(PoseModel(small_cfg(hypotheses=3, diffusion_steps=2))).eval()
+    with torch.inference_mode():
+        feats = model.encode_frames(_frames(1).flatten(0, 1)).unflatten(0, (1, 5))
+        default = model.decode_windows(feats, generator=_gen(2))
+        explicit = model.decode_windows(feats, generator=_gen(2), diffusion_steps=2, hypotheses=3)
+        other = model.decode_windows(feats, generator=_gen(2), diffusion_steps=1, hypotheses=1)
+        off = model.decode_windows(feats, diffusion_steps=0)
+    assert torch.equal(default["heatmaps"], explicit["heatmaps"])
+    assert (default["heatmaps"] - other["heatmaps"]).abs().max() > 1e-5
+    model.cfg = model.cfg.replace(diffusion=False)
+    with torch.inference_mode():
+        assert torch.equal(off["heatmaps"], model.decode_windows(feats)["heatmaps"])
+    with pytest.raises(ValueError, match="hypotheses >= 1"):
+        model.decode_windows(feats, hypotheses=0)
