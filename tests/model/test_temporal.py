@@ -22,7 +22,14 @@ from model.temporal import (
     unified_seq,
 )
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is as fast, and immune to OpenMP wake-up stalls on a busy box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 T, H, W, B, C = 3, 5, 7, 2, 4
 
