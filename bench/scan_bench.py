@@ -4,8 +4,11 @@
 
 Both run in the same process, interleaved, on the same inputs; the ratio is ref time / chunked
 time from the fastest repetition of each (the least disturbed by other load on the machine).
-On a shared, oversubscribed machine 2-thread wall times swing by 10x (OpenMP threads wait for
-each other); the CPU-time column (process CPU seconds) and `--threads 1` are steadier there.
+On a shared, oversubscribed machine 2-thread wall times swing by 10x and more: with libgomp's
+default (spinning) wait policy every parallel op can stall for a scheduler tick, which hits the
+reference's ~10k small ops hardest (ATen's float exp is threaded even for tiny tensors). Run with
+OMP_WAIT_POLICY=PASSIVE, or --threads 1, there; the CPU-time column (process CPU seconds) is
+steadier too.
 The floor for the project: >= 5x forward at batch 8, dim 256, N 16, L 3072 on 2 threads.
 --temporal also times the GLS TemporalEncoder (tiny-cpu shapes, batch 8) per window.
 """
@@ -13,6 +16,7 @@ The floor for the project: >= 5x forward at batch 8, dim 256, N 16, L 3072 on 2 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -111,8 +115,9 @@ def main(argv=None):
             ("fwd+bwd", (2, 256, 16, 3072), True),
         ]
     cmd = "python bench/scan_bench.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
+    wait = os.environ.get("OMP_WAIT_POLICY", "default")
     print(f"# selective scan: reference loop vs chunked (torch {torch.__version__}, {args.threads} threads, "
-          f"best of {reps})\n")
+          f"OMP_WAIT_POLICY={wait}, best of {reps})\n")
     print("| case | batch, dim, N, L | tiles (chunk, block) | ref s | chunked s | ratio (best) "
           "| ratio (median) | ratio (CPU time) |")
     print("|---|---|---|---|---|---|---|---|")
