@@ -49,6 +49,9 @@ def register(sub) -> None:
                         "posetrack:ANN:IMAGES, coco:ANN:IMAGES (repeatable)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--diffusion-steps", type=int, default=None,
+                   help="with --checkpoint: DDIM steps S (0 = temporal head without diffusion)")
+    p.add_argument("--hypotheses", type=int, default=None, help="with --checkpoint: diffusion hypotheses K")
     p.add_argument("--gt", help="ground truth: folder of per-video PoseTrack18 JSONs (or one JSON)")
     p.add_argument("--pred", help="predictions: folder with the same file names (or one JSON)")
     p.add_argument("--metric", choices=("posetrack", "coco"), default="posetrack")
@@ -155,7 +158,7 @@ def _train(args) -> int:
 
     try:
         trainer = Trainer(tc, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     metrics = trainer.train()
@@ -206,7 +209,8 @@ def _eval_checkpoint(args) -> int:
         "cpu" if args.device == "auto" else args.device)
     try:
         model, _ = load_checkpoint(args.checkpoint, map_location=device)
-        results = [evaluate_model(model, spec, batch_size=args.batch_size, device=device)
+        results = [evaluate_model(model, spec, batch_size=args.batch_size, device=device,
+                                  diffusion_steps=args.diffusion_steps, hypotheses=args.hypotheses)
                    for spec in args.data]
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -51,12 +51,25 @@ def build_datasets(specs: list[str], cfg: PoseModelConfig, train: bool, sigma: f
     for spec, part in zip(specs, parts):
         if len(part) == 0:
             raise ValueError(f"data spec {spec!r} has no samples for the {'train' if train else 'val'} split")
-    layout = same_layout(p.layout for p in parts)  # mixing COCO and PoseTrack slots is refused
+    names = {p.layout.name for p in parts}
+    if names == {"coco", "posetrack18"}:  # COCO images beside PoseTrack: train in PoseTrack slots
+        for part in parts:
+            if part.layout.name == "coco":
+                _coco_to_posetrack18(part)
+    layout = same_layout(p.layout for p in parts)  # any other mix of slot meanings is refused
     if len(parts) == 1:
         return parts[0]
     joined = ConcatDataset(parts)
     joined.layout = layout
     return joined
+
+
+def _coco_to_posetrack18(dataset) -> None:
+    from training.datasets.layouts import POSETRACK18, coco_as_posetrack18
+
+    for sample in dataset.samples:
+        sample.keypoints = coco_as_posetrack18(sample.keypoints)
+    dataset.layout = POSETRACK18
 
 
 def set_epoch(dataset: Dataset, epoch: int) -> None:

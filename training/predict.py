@@ -35,7 +35,9 @@ def heatmap_points_to_image(kps_hm: np.ndarray, affine: np.ndarray, stride: floa
 
 @torch.inference_mode()
 def predict(model, dataset: Dataset, batch_size: int = 16, device: str | torch.device = "cpu",
-            num_workers: int = 0, seed: int = 0, amp_dtype: torch.dtype | None = None) -> Predictions:
+            num_workers: int = 0, seed: int = 0, amp_dtype: torch.dtype | None = None,
+            diffusion_steps: int | None = None, hypotheses: int | None = None) -> Predictions:
+    """diffusion_steps / hypotheses override the model's S / K (S = 0: the deterministic head)."""
     cfg = model.cfg
     stride = cfg.input_size[1] / cfg.heatmap_size[1]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -49,7 +51,10 @@ def predict(model, dataset: Dataset, batch_size: int = 16, device: str | torch.d
             frames = batch["frames"].to(device)
             with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype,
                                 enabled=amp_dtype is not None):
-                res = model(frames, generator=gen)
+                b, t = frames.shape[:2]  # the serving path: per-frame features, then windows
+                feats = model.encode_frames(frames.flatten(0, 1)).unflatten(0, (b, t))
+                res = model.decode_windows(feats, generator=gen, diffusion_steps=diffusion_steps,
+                                           hypotheses=hypotheses)
             kp = model.decode_heatmaps(res["heatmaps"].float()).cpu().numpy()
             base = model.decode_heatmaps(res["base_heatmaps"].float()).cpu().numpy()
             affines = batch["affine"].numpy().astype(np.float64)

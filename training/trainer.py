@@ -126,6 +126,9 @@ class Trainer:
         self.history: list[dict] = []
         if resume:
             self._resume()
+        elif self._state_path().exists():
+            raise FileExistsError(f"{self.out} already holds a run: pass --resume to continue it, "
+                                  "or choose a new --out")
         self.loss_module = _LossModule(self.model)
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

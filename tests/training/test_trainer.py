@@ -47,6 +47,9 @@ def test_two_steps_then_resume_then_export(shared_data, tmp_path):
     saved_cfg = TrainConfig.load(str(run / "config.yaml"))
     assert saved_cfg.steps == 2 and saved_cfg.model_overrides["embed_dim"] == 32
 
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh start never mixes into a run
+        Trainer(_config(shared_data, run, steps=4), progress=False)
+
     # Resume continues from step 2 with the saved optimizer state, to step 4.
     before, _ = load_checkpoint(run / "last.safetensors")
     tr = Trainer(_config(shared_data, run, steps=4), resume=True, progress=False)

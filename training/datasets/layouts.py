@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from model.keypoints import COCO_KEYPOINTS, flip_permutation
 
 POSETRACK18_KEYPOINTS: tuple[str, ...] = (
@@ -75,6 +77,14 @@ def layout_from_names(names) -> KeypointLayout:
         if names == layout.keypoints:
             return layout
     raise ValueError(f"unknown keypoint layout {list(names)}; expected COCO-17 or PoseTrack18 names")
+
+
+def coco_as_posetrack18(keypoints):
+    """COCO-17 labels -> PoseTrack18 slots: eyes/ears have no PoseTrack joint, so slots 1-4 become
+    unlabelled; nose and body joints keep their slots. Lets COCO images train beside PoseTrack."""
+    kps = np.array(keypoints, dtype=np.float64, copy=True)
+    kps[1:5] = 0.0
+    return kps
 
 
 def same_layout(layouts) -> KeypointLayout:

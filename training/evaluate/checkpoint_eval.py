@@ -64,11 +64,19 @@ def coco_scores(dataset, preds: Predictions) -> dict:
 
 
 def evaluate_model(model, spec: str, batch_size: int = 16, device: str = "cpu", seed: int = 0,
-                   sigma: float = 3.0) -> dict:
-    """All metrics of `model` on the val split of data `spec` (see training/data.py)."""
+                   sigma: float = 3.0, diffusion_steps: int | None = None,
+                   hypotheses: int | None = None) -> dict:
+    """All metrics of `model` on the val split of data `spec` (see training/data.py).
+
+    diffusion_steps / hypotheses override the model's S / K; S = 0 scores the temporal head alone.
+    """
     dataset = build_dataset(spec, model.cfg, train=False, sigma=sigma, augment=False)
-    preds = predict(model, dataset, batch_size=batch_size, device=device, seed=seed)
-    out: dict = {"data": spec, "people": len(dataset), "pck": pck_summary(preds)}
+    preds = predict(model, dataset, batch_size=batch_size, device=device, seed=seed,
+                    diffusion_steps=diffusion_steps, hypotheses=hypotheses)
+    cfg = model.cfg
+    out: dict = {"data": spec, "people": len(dataset), "pck": pck_summary(preds),
+                 "diffusion_steps": cfg.diffusion_steps if diffusion_steps is None else diffusion_steps,
+                 "hypotheses": cfg.hypotheses if hypotheses is None else hypotheses}
     if spec.startswith("coco:"):
         out.update(coco_scores(dataset, preds))
     else:
