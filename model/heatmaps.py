@@ -132,39 +132,43 @@ def gaussian_targets(keypoints_hm, heatmap_size: tuple[int, int], sigma: float =
 
 # --------------------------------------------------------------------------- decoding
 def decode_heatmaps(heatmaps: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """(B, K, h, w) heatmaps -> (B, K, 3): x, y in heatmap cells, score = peak value.
+    """(B, K, h, w) heatmaps -> (B, K, 3) float32: x, y in heatmap cells, score = peak value.
 
     Argmax, then one Newton step on the log-heatmap (second-order Taylor
     expansion, as in DARK): exact for a Gaussian peak, so sub-pixel error on
-    clean Gaussian heatmaps is far below 0.1 cell.
+    clean Gaussian heatmaps is far below 0.1 cell. The 3-point stencils are
+    moved inward at the map's edge (a quadratic fit through cells that exist),
+    so peaks on the border refine too. Always decoded in float32: bf16 cannot
+    hold sub-pixel coordinates.
     """
     b, k, h, w = heatmaps.shape
     hm = heatmaps.detach().float().reshape(b * k, h, w)
-    flat = hm.reshape(b * k, -1)
-    score, idx = flat.max(dim=1)
+    score, idx = hm.reshape(b * k, -1).max(dim=1)
     y = torch.div(idx, w, rounding_mode="floor")
     x = idx - y * w
+    out = torch.stack([x.float(), y.float(), score], dim=-1)
+    if h < 3 or w < 3:  # too small for a stencil: plain argmax
+        return out.reshape(b, k, 3)
 
     log_hm = torch.log(hm.clamp_min(eps))
-    # Pad by replication so finite differences exist at the border.
-    lp = torch.nn.functional.pad(log_hm[:, None], (2, 2, 2, 2), mode="replicate")[:, 0]
     n = torch.arange(b * k, device=hm.device)
-    yy, xx = y + 2, x + 2
+    cx, cy = x.clamp(1, w - 2), y.clamp(1, h - 2)  # stencil centres, inside the map
 
-    def at(dy, dx):
-        return lp[n, yy + dy, xx + dx]
+    def at(yy, xx):
+        return log_hm[n, yy, xx]
 
-    dx = 0.5 * (at(0, 1) - at(0, -1))
-    dy = 0.5 * (at(1, 0) - at(-1, 0))
-    dxx = at(0, 1) - 2 * at(0, 0) + at(0, -1)
-    dyy = at(1, 0) - 2 * at(0, 0) + at(-1, 0)
-    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
-    det = dxx * dyy - dxy * dxy
-    ok = (det.abs() > 1e-12) & (dxx < 0) & (dyy < 0)
+    f0 = at(cy, cx)
+    cxx = at(cy, cx + 1) - 2 * f0 + at(cy, cx - 1)  # second derivatives of the quadratic fit
+    cyy = at(cy + 1, cx) - 2 * f0 + at(cy - 1, cx)
+    dxy = 0.25 * (at(cy + 1, cx + 1) - at(cy + 1, cx - 1) - at(cy - 1, cx + 1) + at(cy - 1, cx - 1))
+    # first derivatives at the argmax itself (it may sit one cell off the stencil centre)
+    dx = 0.5 * (at(cy, cx + 1) - at(cy, cx - 1)) + cxx * (x - cx).float() + dxy * (y - cy).float()
+    dy = 0.5 * (at(cy + 1, cx) - at(cy - 1, cx)) + cyy * (y - cy).float() + dxy * (x - cx).float()
+    det = cxx * cyy - dxy * dxy
+    ok = (det.abs() > 1e-12) & (cxx < 0) & (cyy < 0)
     safe_det = torch.where(ok, det, torch.ones_like(det))
-    ox = -(dyy * dx - dxy * dy) / safe_det
-    oy = -(dxx * dy - dxy * dx) / safe_det
-    ox = torch.where(ok, ox, torch.zeros_like(ox)).clamp(-1.0, 1.0)
-    oy = torch.where(ok, oy, torch.zeros_like(oy)).clamp(-1.0, 1.0)
-    out = torch.stack([x.float() + ox, y.float() + oy, score], dim=-1)
-    return out.reshape(b, k, 3).to(heatmaps.dtype if heatmaps.is_floating_point() else torch.float32)
+    ox = -(cyy * dx - dxy * dy) / safe_det
+    oy = -(cxx * dy - dxy * dx) / safe_det
+    out[:, 0] += torch.where(ok, ox, torch.zeros_like(ox)).clamp(-1.0, 1.0)
+    out[:, 1] += torch.where(ok, oy, torch.zeros_like(oy)).clamp(-1.0, 1.0)
+    return out.reshape(b, k, 3)

@@ -31,18 +31,15 @@ def test_decode_subpixel_accuracy_interior(sigma):
     assert (out[:, 2] <= 1.0 + 1e-6).all() and (out[:, 2] > 0.9).all()
 
 
-@pytest.mark.xfail(strict=True, reason="decode_heatmaps bug (reported to the lead): replicate padding makes "
-                   "the Newton step -0.5 cell whenever the argmax is on the map edge")
 def test_decode_subpixel_accuracy_near_border():
     """Peaks within a cell of the map edge must decode no worse than the plain argmax.
 
-    With replicate padding, f(-1) = f(0), so dx = (f1 - f0)/2 and dxx = f1 - f0: the
-    step is always -0.5 (e.g. a peak at x=0.3 decodes to -0.5).
+    The decoder moves its stencils inward at the edge, so the refinement stays exact there.
     """
     pts = [(0.3, 30.2), (W - 1.4, 10.6), (20.5, 0.45), (11.2, H - 1.3), (0.6, 0.4)]
     out = hm.decode_heatmaps(_gaussians(pts, 3.0))[0].double().numpy()
     err = np.abs(out[:, :2] - np.array(pts)).max()
-    assert err < 0.5, err  # within the argmax cell; sub-pixel refinement is best-effort at the edge
+    assert err < 0.1, err
 
 
 def test_decode_matches_pose_model_and_handles_flat_maps():
