@@ -9,15 +9,6 @@ from model.backbone import SimpleHead, ViTBackbone
 from model.config import get_preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(**kw):
     return get_preset("tiny-cpu", embed_dim=64, depth=2, num_heads=2, **kw)
 

@@ -21,16 +21,6 @@ from model.config import get_preset
 from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON
 from model.pose_model import PoseModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = dict(embed_dim=64, depth=2, num_heads=2, head_channels=32, temporal_dim=16, temporal_stride=16,
              diffusion_dim=16, hypotheses=2)
 

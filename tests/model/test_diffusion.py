@@ -8,15 +8,6 @@ import torch
 from model.config import get_preset
 from model.diffusion import DiffusionCond, HeatmapDiffusion, cosine_alphas_cumprod, weighted_mse
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 K, H, W = 17, 64, 48
 
 

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from model.mamba import Mamba, SelectiveSSM
 from model.ssm import selective_scan_ref
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is as fast, and immune to OpenMP wake-up stalls on a busy box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def naive_forward(m: Mamba, hidden: torch.Tensor) -> torch.Tensor:

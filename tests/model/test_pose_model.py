@@ -8,16 +8,6 @@ import torch
 from model.config import PRESETS, get_preset
 from model.pose_model import PoseModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # A small model with every part switched on (fast on CPU).
 SMALL = dict(embed_dim=64, depth=2, num_heads=2, head_channels=32, temporal_dim=16, temporal_stride=16,
              diffusion_dim=16, hypotheses=3, diffusion_steps=2)

@@ -11,15 +11,6 @@ import torch
 from model import ssm
 from model.ssm import selective_scan, selective_scan_chunked, selective_scan_ref
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is as fast, and immune to OpenMP wake-up stalls on a busy box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 

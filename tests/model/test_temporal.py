@@ -22,15 +22,6 @@ from model.temporal import (
     unified_seq,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is as fast, and immune to OpenMP wake-up stalls on a busy box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 T, H, W, B, C = 3, 5, 7, 2, 4
 
 

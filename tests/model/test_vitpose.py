@@ -12,16 +12,6 @@ from model.checkpoint import load_checkpoint, read_metadata
 from model.commands import register
 from model.vitpose import ViTPoseImportError, convert_vitpose
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: on a busy 2-core machine a second thread mostly adds sync waits (measured 30x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Small ViT in the `base` preset's layout (overrides keep the test fast).
 DIM, DEPTH, HEADS, HEAD_CH = 96, 2, 3, 32
 OVR = dict(embed_dim=DIM, depth=DEPTH, num_heads=HEADS, head_channels=HEAD_CH, temporal_stride=16,
