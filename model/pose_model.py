@@ -115,7 +115,10 @@ class PoseModel(nn.Module):
         if frames.dim() != 5 or frames.shape[1] != cfg.window:
             raise ValueError(f"expected frames (B, T={cfg.window}, 3, H, W), got {tuple(frames.shape)}")
         b, t = frames.shape[:2]
-        if not cfg.temporal:  # only the key frame matters: don't run the backbone on the others
+        # Only the key frame matters without temporal; and image datasets (COCO) repeat one frame
+        # T times, so a batch of static windows needs the backbone once per window, not T times.
+        static = not frames.is_meta and bool((frames == frames[:, cfg.key_index, None]).all())
+        if not cfg.temporal or static:
             key = self.encode_frames(frames[:, cfg.key_index])
             return key[:, None].expand(b, t, *key.shape[1:])
         return self.encode_frames(frames.flatten(0, 1)).unflatten(0, (b, t))

@@ -226,3 +226,27 @@ def test_per_call_diffusion_overrides():
         assert torch.equal(off["heatmaps"], model.decode_windows(feats)["heatmaps"])
     with pytest.raises(ValueError, match="hypotheses >= 1"):
         model.decode_windows(feats, hypotheses=0)
+
+
+def test_static_windows_encode_the_frame_once_with_identical_results():
+    """COCO-style windows (one image repeated T times) run the backbone once per window."""
+    cfg = get_preset("tiny-cpu", embed_dim=32, depth=1, num_heads=2, head_channels=16, temporal_dim=16,
+                     diffusion=False)
+    torch.manual_seed(0)
+    m = PoseModel(cfg).eval()
+    torch.nn.init.normal_(m.temporal_proj.weight, std=0.1)  # make the temporal path matter
+    one = torch.randn(2, 1, 3, *cfg.input_size)
+    frames = one.expand(2, cfg.window, 3, *cfg.input_size).contiguous()
+    calls = []
+    m.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    with torch.no_grad():
+        fast = m(frames)["heatmaps"]
+        assert calls == [2]
+        slow = m.decode_windows(m.encode_frames(frames.flatten(0, 1)).unflatten(0, (2, cfg.window)))
+    torch.testing.assert_close(fast, slow["heatmaps"], rtol=1e-5, atol=1e-6)
+    calls.clear()
+    moving = frames.clone()
+    moving[:, 0] += 1.0
+    with torch.no_grad():
+        m(moving)
+    assert calls == [2 * cfg.window]
