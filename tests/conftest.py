@@ -40,3 +40,28 @@ def redis_client(redis_server):
     client.flushdb()
     yield client
     client.close()
+
+
+def _write_clip(path, src, n_frames: int, size=(160, 96), fps: float = 25.0):
+    """A longer mp4v clip cycled from a real sample clip's frames (resized), for jobs that take a while."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
+    cap.release()
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for i in range(n_frames):
+        w.write(frames[i % len(frames)])
+    w.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_clip():
+    """make_clip(path, src_clip, n_frames, size=(160, 96), fps=25.0) -> path of a real mp4v clip."""
+    return _write_clip

@@ -28,23 +28,6 @@ def free_port() -> int:
     return fp()
 
 
-def write_clip(path, src, n_frames: int, size=(160, 96), fps: float = 25.0):
-    """A longer mp4v clip cycled from a real sample clip's frames (resized)."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
-    cap.release()
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    for i in range(n_frames):
-        w.write(frames[i % len(frames)])
-    w.release()
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +49,10 @@ def e2e_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def long_clip(tmp_path_factory, shared_data) -> Path:
+def long_clip(tmp_path_factory, shared_data, make_clip) -> Path:
     """900 frames of 160x96 (from soccer.mp4): with two boxes per frame a job of 1800 windows."""
     src = shared_data / "videos" / "soccer.mp4"
-    return write_clip(tmp_path_factory.mktemp("clips") / "long.mp4", src, 900)
+    return make_clip(tmp_path_factory.mktemp("clips") / "long.mp4", src, 900)
 
 
 class ServiceStack:

@@ -42,32 +42,15 @@ def engine(tiny_checkpoint):
     return eng
 
 
-def write_clip(path, src, n_frames: int, size=(160, 96), fps: float = 25.0):
-    """A longer mp4v clip cycled from a real sample clip's frames (resized), for jobs that take a while."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
-    cap.release()
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    for i in range(n_frames):
-        w.write(frames[i % len(frames)])
-    w.release()
-    return path
 
 
 @pytest.fixture(scope="session")
-def longer_clip(tmp_path_factory, shared_data):
+def longer_clip(tmp_path_factory, shared_data, make_clip):
     src = shared_data / "videos" / "soccer.mp4"
-    return write_clip(tmp_path_factory.mktemp("clips") / "longer.mp4", src, 900)
+    return make_clip(tmp_path_factory.mktemp("clips") / "longer.mp4", src, 900)
 
 
 @pytest.fixture(scope="session")
-def long_clip(tmp_path_factory, shared_data):
+def long_clip(tmp_path_factory, shared_data, make_clip):
     src = shared_data / "videos" / "soccer.mp4"
-    return write_clip(tmp_path_factory.mktemp("clips") / "long.mp4", src, 240)
+    return make_clip(tmp_path_factory.mktemp("clips") / "long.mp4", src, 240)
