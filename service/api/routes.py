@@ -177,6 +177,11 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
         if model not in await run_in_threadpool(_known_models, settings, queue):
             raise ApiError(422, "unknown_model",
                            f"unknown model {model!r}; GET /models lists the served ones")
+        info = await run_in_threadpool(_model_info, queue, model)
+        served_window = info.get("window", (info.get("config") or {}).get("window"))
+        if options.window is not None and served_window is not None and options.window != served_window:
+            raise ApiError(422, "invalid_options", f"options.window={options.window}, but model {model!r} "
+                           f"was trained with window {served_window}; omit it or pass {served_window}")
         try:
             video = await run_in_threadpool(probe_video, form.blob, settings.max_frames)
         except InvalidVideo as e:

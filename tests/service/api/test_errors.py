@@ -156,3 +156,14 @@ def test_redis_down_is_503(api_factory):
         assert error_of(c.get("/readyz"), 503)["code"] == "redis_unavailable"
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
+
+
+def test_window_must_match_the_served_model(api, clips):
+    """A model trained on T-frame windows cannot serve another T: refused up front, nothing stored."""
+    api.queue.register_model(api.settings.default_model, {"name": api.settings.default_model, "window": 5})
+    video = clips["soccer"].read_bytes()
+    with api.client() as c:
+        err = error_of(post(c, "a.mp4", video, options=json.dumps({"window": 3})), 422)
+        assert err["code"] == "invalid_options" and "window 5" in err["message"]
+        assert post(c, "a.mp4", video, options=json.dumps({"window": 5})).status_code == 202
+    assert len(api.blobs()) == 1
