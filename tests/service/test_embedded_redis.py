@@ -23,3 +23,35 @@ def test_server_stops_and_frees_port():
         assert r.ping()
         r.close()
     assert not srv.ping()
+
+
+def test_redis_server_dies_with_its_parent(tmp_path):
+    """`vidpose serve` killed with SIGKILL must not leave an orphaned redis-server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from service.embedded_redis import RedisServer; "
+            "s = RedisServer().start(); print(s.proc.pid, s.port, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid, port = (int(v) for v in parent.stdout.readline().split())
+
+    def up() -> bool:
+        try:
+            return redis.Redis(port=port, socket_timeout=0.5).ping()
+        except redis.ConnectionError:
+            return False
+
+    assert up()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and up():
+        time.sleep(0.1)
+    assert not up()
+    try:  # reap it if it is our grandchild zombie; either way it no longer serves
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
