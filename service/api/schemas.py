@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from service.box_options import frame_box_lists
+
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -71,26 +73,8 @@ class EstimateOptions(BaseModel):
         """Both accepted shapes -> {"frame_index": [box, ...]} (frames with no boxes dropped)."""
         if raw is None:
             return None
-        if isinstance(raw, list):
-            items = list(enumerate(raw))
-        elif isinstance(raw, dict):
-            items = []
-            for key, value in raw.items():
-                try:
-                    frame = int(key)
-                except (TypeError, ValueError):
-                    raise ValueError(f"frame key {key!r} is not an integer") from None
-                items.append((frame, value))
-        else:
-            raise ValueError("boxes must be a list (one entry per frame) or an object keyed by frame index")
         out: dict[str, list[dict]] = {}
-        for frame, boxes in items:
-            if frame < 0:
-                raise ValueError(f"negative frame index {frame}")
-            if boxes is None:
-                continue
-            if not isinstance(boxes, list):
-                raise ValueError(f"boxes[{frame}] must be a list of boxes")
+        for frame, boxes in frame_box_lists(raw):
             parsed = [_box(b, f"boxes[{frame}][{i}]") for i, b in enumerate(boxes)]
             ids = [b.get("track_id", i) for i, b in enumerate(parsed)]
             if len(set(ids)) != len(ids):

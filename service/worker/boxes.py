@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.box_options import frame_box_lists
+
 
 class InvalidOptions(ValueError):
     """Job options the worker cannot use (job error_code "invalid_options")."""
@@ -73,26 +75,12 @@ def _parse_box(raw, index: int, where: str) -> PersonBox:
 
 def parse_boxes(raw) -> dict[int, list[PersonBox]]:
     """Validate client boxes -> {frame_index: [PersonBox]} (only frames that have boxes)."""
-    if isinstance(raw, list):
-        items = list(enumerate(raw))
-    elif isinstance(raw, dict):
-        items = []
-        for key, value in raw.items():
-            try:
-                frame = int(key)
-            except (TypeError, ValueError):
-                raise InvalidOptions(f"boxes: frame key {key!r} is not an integer") from None
-            items.append((frame, value))
-    else:
-        raise InvalidOptions("boxes must be a list (one entry per frame) or an object keyed by frame index")
+    try:
+        items = frame_box_lists(raw)
+    except ValueError as e:
+        raise InvalidOptions(f"boxes: {e}") from None
     out: dict[int, list[PersonBox]] = {}
     for frame, boxes in items:
-        if frame < 0:
-            raise InvalidOptions(f"boxes: negative frame index {frame}")
-        if boxes is None:
-            continue
-        if not isinstance(boxes, list):
-            raise InvalidOptions(f"boxes[{frame}] must be a list of boxes")
         parsed = [_parse_box(b, i, f"boxes[{frame}][{i}]") for i, b in enumerate(boxes)]
         ids = [b.track_id for b in parsed]
         if len(set(ids)) != len(ids):
