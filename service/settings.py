@@ -90,6 +90,35 @@ class Settings(BaseSettings):
                                      "/metrics, /healthz, /readyz (0: off).")
     worker_threads: int = Field(0, ge=0, description="torch threads per worker (0: automatic).")
 
+    # --- people: detection, tracking, overlay ---
+    detector: Literal["auto", "hog", "onnx", "full-frame"] = Field(
+        "auto", description="Person detector when a job sends no boxes and names none (options.detector): "
+        "hog (OpenCV's people detector, offline), onnx (a YOLO-style file, see detector_model), full-frame "
+        "(one box = the whole frame, single-person clips); auto: onnx when detector_model is set, else hog.")
+    detector_model: Path | None = Field(
+        None, description="YOLO-style person detector .onnx file for the onnx backend (layout: "
+        "docs/detectors.md).")
+    detector_score_threshold: float = Field(
+        0.5, ge=0, le=1, description="Detections scoring at least this start and extend tracks.")
+    detector_low_score: float = Field(
+        0.1, ge=0, le=1, description="Detections between this and detector_score_threshold only extend "
+        "existing tracks (ByteTrack's second association); lower ones are discarded.")
+    detector_nms_iou: float = Field(0.45, gt=0, le=1, description="Non-maximum suppression IoU of "
+                                    "person detections.")
+    detector_max_people: int = Field(32, gt=0, description="Most people detected in one frame "
+                                     "(highest scores kept).")
+    detector_batch: int = Field(8, gt=0, description="Frames per detector call (detection runs once per "
+                                "frame, batched).")
+    detector_input_size: int = Field(640, gt=0, description="onnx backend: square input side the "
+                                     "frames are letterboxed to (when the file has no fixed size).")
+    tracker_match_iou: float = Field(0.2, ge=0, le=1, description="Least IoU between a track's predicted "
+                                     "box and a detection to continue the track.")
+    tracker_max_gap: int = Field(30, ge=0, description="Frames a track may go undetected and keep its id.")
+    overlay_min_score: float = Field(0.3, ge=0, le=1, description="Overlay videos hide keypoints (and "
+                                     "their limbs) scoring below this.")
+    overlay_max_renders: int = Field(2, gt=0, description="Overlay videos the API renders at once "
+                                     "(more requests wait; each render is cached under blob_dir).")
+
     @field_validator("models", "api_keys", mode="before")
     @classmethod
     def _parse_list(cls, value: object) -> object:

@@ -222,6 +222,26 @@ def get_job(job_id: str, request: Request, owner: str = Depends(authenticate)):
     return _job_view(job, _model_info(queue, job["model"]))
 
 
+def result_document(queue: JobQueue, job: dict, start_frame: int, limit: int) -> dict:
+    """One page of a succeeded job's result in the native JSON shape (ResultPage)."""
+    job_id = job["job_id"]
+    frames = queue.get_frames(job_id, start_frame, limit)
+    end = start_frame + limit
+    info = _model_info(queue, job["model"])
+    video = job["video"] or {}
+    return {
+        "job_id": job_id,
+        "model": {"name": job["model"], "version": info.get("version")},
+        "video": {"width": int(video.get("width", 0)), "height": int(video.get("height", 0)),
+                  "fps": float(video.get("fps", 0.0)),
+                  "frames": int(video.get("frames", job["frames_total"]))},
+        "keypoint_names": list(info.get("keypoints") or COCO_KEYPOINTS),
+        "skeleton": [list(p) for p in (info.get("skeleton") or COCO_SKELETON)],
+        "frames": frames,
+        "next_start_frame": end if end < job["frames_total"] else None,
+    }
+
+
 def get_result(job_id: str, request: Request, owner: str = Depends(authenticate),
                start_frame: int = Query(0, ge=0, description="First frame index of the page."),
                limit: int | None = Query(None, ge=1, description="Frames per page (capped at the server's "
@@ -240,22 +260,8 @@ def get_result(job_id: str, request: Request, owner: str = Depends(authenticate)
         reason = f": {job['error_message']}" if job["error_message"] else ""
         raise ApiError(409, f"job_{status}", f"job {status}{reason}; it has no result")
     limit = min(limit or settings.result_page_limit, settings.result_page_limit)
-    frames = queue.get_frames(job_id, start_frame, limit)
-    end = start_frame + limit
-    next_start = end if end < job["frames_total"] else None
-    info = _model_info(queue, job["model"])
-    video = job["video"] or {}
-    result = {
-        "job_id": job_id,
-        "model": {"name": job["model"], "version": info.get("version")},
-        "video": {"width": int(video.get("width", 0)), "height": int(video.get("height", 0)),
-                  "fps": float(video.get("fps", 0.0)),
-                  "frames": int(video.get("frames", job["frames_total"]))},
-        "keypoint_names": list(info.get("keypoints") or COCO_KEYPOINTS),
-        "skeleton": [list(p) for p in (info.get("skeleton") or COCO_SKELETON)],
-        "frames": frames,
-        "next_start_frame": next_start,
-    }
+    result = result_document(queue, job, start_frame, limit)
+    frames, next_start = result["frames"], result["next_start_frame"]
     if format == "json":
         return JSONResponse(result)
     body = to_posetrack(result) if format == "posetrack" else to_coco(frames)
