@@ -142,7 +142,9 @@ def service_run(url: str, clips: list[Path], concurrency: int, poll_s: float = 0
                     _, clip = todo.pop(0)
                 t = time.perf_counter()
                 with open(clip, "rb") as f:
-                    r = c.post("/estimate", files={"video": (clip.name, f, "video/mp4")})
+                    # full-frame boxes: the bare loop it is compared with has no detector either
+                    r = c.post("/estimate", files={"video": (clip.name, f, "video/mp4")},
+                               data={"options": json.dumps({"detector": "full-frame"})})
                 if r.status_code != 202:
                     errors.append(r.text)
                     return

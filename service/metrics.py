@@ -7,7 +7,7 @@ separately (no multiprocess mode needed):
 Scrape both jobs; `vidpose_jobs_finished_total` exists in both (the API counts the
 cancellations it performs, workers count succeeded/failed), so sum it by status.
 Labels never carry job ids (unbounded cardinality): only route, method, status,
-model, reason, device and version.
+model, reason, device, version and detector.
 """
 
 from __future__ import annotations
@@ -110,6 +110,18 @@ GPU_MEMORY_RESERVED = Gauge(
 GPU_MEMORY_MAX_ALLOCATED = Gauge(
     "vidpose_gpu_memory_max_allocated_bytes", "torch.cuda.max_memory_allocated per device (CUDA only).",
     ["device"], registry=WORKER_REGISTRY)
+DETECT_SECONDS = Histogram(
+    "vidpose_detect_seconds", "Person detector time per call (a batch of frames).",
+    ["detector"], buckets=_FORWARD_BUCKETS, registry=WORKER_REGISTRY)
+DETECT_FRAMES = Counter(
+    "vidpose_detect_frames_total", "Frames run through a person detector.", ["detector"],
+    registry=WORKER_REGISTRY)
+PEOPLE_DETECTED = Counter(
+    "vidpose_people_detected_total", "Person boxes the detector returned (before tracking).", ["detector"],
+    registry=WORKER_REGISTRY)
+TRACKS_STARTED = Counter(
+    "vidpose_tracks_started_total", "Person tracks the tracker started (new track ids).",
+    registry=WORKER_REGISTRY)
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -124,6 +124,18 @@ async def _drain(stream, limit: int) -> None:
         pass
 
 
+def _check_detector(queue: JobQueue, model: str, detector: str) -> None:
+    """422 when live workers serve `model` but none of them can run `detector` (e.g. onnx without a file).
+    With no live worker the job is queued; a worker without the detector fails it (invalid_options)."""
+    workers = [w for w in queue.live_workers() if model in catalog.worker_models(w)]
+    known = [w for w in workers if isinstance(w.get("detectors"), list)]
+    if known and not any(detector in w["detectors"] for w in known):
+        have = sorted({d for w in known for d in w["detectors"]})
+        raise ApiError(422, "detector_unavailable", f"no worker serving {model!r} can run detector "
+                       f"{detector!r} (available: {', '.join(have)}); the onnx detector needs "
+                       "VIDPOSE_DETECTOR_MODEL on the workers")
+
+
 def _too_busy(settings: Settings, backlog: int) -> ApiError:
     return ApiError(429, "too_many_requests",
                     f"the queue is full ({backlog} frames waiting, limit {settings.max_queued_frames}); "
@@ -182,6 +194,8 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
         if options.window is not None and served_window is not None and options.window != served_window:
             raise ApiError(422, "invalid_options", f"options.window={options.window}, but model {model!r} "
                            f"was trained with window {served_window}; omit it or pass {served_window}")
+        if options.detector is not None:
+            await run_in_threadpool(_check_detector, queue, model, options.detector)
         try:
             video = await run_in_threadpool(probe_video, form.blob, settings.max_frames)
         except InvalidVideo as e:

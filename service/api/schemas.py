@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.box_options import frame_box_lists
 
@@ -51,8 +51,13 @@ class EstimateOptions(BaseModel):
         None, description="Person boxes per frame, COCO [x, y, w, h] in pixels: a list indexed by frame "
         "(`boxes[i]` = boxes of frame i) or an object keyed by frame index. A box is [x, y, w, h] or "
         "{\"bbox\": [x, y, w, h], \"track_id\": int, \"score\": float}; without track_id the i-th box of "
-        "each frame is track i. Frames without boxes have no people. Without `boxes`, one full-frame box "
-        "per frame is used.")
+        "each frame is track i. Frames without boxes have no people. Sending boxes implies "
+        "detector=provided.")
+    detector: Literal["provided", "hog", "onnx", "full-frame"] | None = Field(
+        None, description="Where person boxes come from: provided (`boxes`), hog (OpenCV people detector), "
+        "onnx (the server's YOLO-style detector file, when configured), full-frame (one box = the whole "
+        "frame, for single-person clips). Detected people are tracked across frames (stable track_id). "
+        "Default: provided when `boxes` are sent, else the server's `detector` setting.")
     model: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
                               description="Checkpoint name (GET /models); default: the server's default.")
     window: int | None = Field(None, ge=1, le=63, description="Temporal window T (odd number of frames).")
@@ -66,6 +71,14 @@ class EstimateOptions(BaseModel):
         if v is not None and v % 2 == 0:
             raise ValueError("window must be odd (the key frame sits in the middle)")
         return v
+
+    @model_validator(mode="after")
+    def _boxes_need_provided(self) -> EstimateOptions:
+        if self.detector == "provided" and self.boxes is None:
+            raise ValueError("detector 'provided' needs `boxes`")
+        if self.boxes is not None and self.detector not in (None, "provided"):
+            raise ValueError(f"`boxes` are only used with detector 'provided' (got {self.detector!r})")
+        return self
 
     @field_validator("boxes", mode="before")
     @classmethod

@@ -46,7 +46,10 @@ def test_bad_options(api, clips):
                              ({"boxes": {"x": []}}, "not an integer"),
                              ({"boxes": [[{"bbox": [0, 0, 5, 5], "track_id": 1},
                                           {"bbox": [1, 1, 5, 5], "track_id": 1}]]}, "repeat"),
-                             ({"model": "../../etc"}, "model")]:
+                             ({"model": "../../etc"}, "model"),
+                             ({"detector": "yolo"}, "detector"),
+                             ({"detector": "provided"}, "needs `boxes`"),
+                             ({"detector": "hog", "boxes": [[[0, 0, 5, 5]]]}, "only used with detector")]:
             err = error_of(post(c, "a.mp4", video, options=json.dumps(opts)), 422)
             assert err["code"] == "invalid_options" and needle in err["message"], (opts, err)
         err = error_of(post(c, "a.mp4", video, options=json.dumps({"model": "nope"})), 422)
@@ -167,3 +170,18 @@ def test_window_must_match_the_served_model(api, clips):
         assert err["code"] == "invalid_options" and "window 5" in err["message"]
         assert post(c, "a.mp4", video, options=json.dumps({"window": 5})).status_code == 202
     assert len(api.blobs()) == 1
+
+
+def test_detector_the_workers_cannot_run(api, clips):
+    """onnx needs a detector file on the workers: when the live workers say they have none, 422 up front."""
+    model = api.settings.default_model
+    api.queue.heartbeat("w-no-onnx", {"models": [model], "detectors": ["provided", "full-frame", "hog"]})
+    video = clips["soccer"].read_bytes()
+    with api.client() as c:
+        err = error_of(post(c, "a.mp4", video, options=json.dumps({"detector": "onnx"})), 422)
+        assert err["code"] == "detector_unavailable" and "VIDPOSE_DETECTOR_MODEL" in err["message"]
+        assert api.blobs() == []
+        assert post(c, "a.mp4", video, options=json.dumps({"detector": "hog"})).status_code == 202
+        api.queue.heartbeat("w-onnx", {"models": [model], "detectors": ["hog", "onnx"]})
+        assert post(c, "a.mp4", video, options=json.dumps({"detector": "onnx"})).status_code == 202
+    assert len(api.blobs()) == 2
