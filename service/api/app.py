@@ -8,6 +8,7 @@ from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.middleware import HttpMetricsMiddleware
 from service.api.routes import jobs_router, ops_router
+from service.api.webpage import install_webpage
 from service.blobs import BlobStore
 from service.queue import JobQueue
 from service.settings import Settings, get_settings
@@ -40,5 +41,6 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
     app.include_router(jobs_router())
     app.include_router(jobs_router("/v1"))
     app.include_router(ops_router())
+    install_webpage(app)
     app.add_middleware(HttpMetricsMiddleware)
     return app
