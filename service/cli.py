@@ -15,7 +15,8 @@ from service import __version__
 
 # Modules exposing `register(subparsers)`; each adds its subcommands with
 # `set_defaults(func=handler)` where handler(args) -> int exit code.
-_REGISTRARS = ("service.api.commands", "service.worker.commands", "training.commands", "model.commands")
+_REGISTRARS = ("service.api.commands", "service.worker.commands", "training.commands", "model.commands",
+              "service.render.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
