@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.middleware import HttpMetricsMiddleware
+from service.api.overlay import overlay_router
 from service.api.routes import jobs_router, ops_router
 from service.api.webpage import install_webpage
 from service.blobs import BlobStore
@@ -40,6 +41,8 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs_router())
     app.include_router(jobs_router("/v1"))
+    app.include_router(overlay_router())
+    app.include_router(overlay_router("/v1"))
     app.include_router(ops_router())
     install_webpage(app)
     app.add_middleware(HttpMetricsMiddleware)
