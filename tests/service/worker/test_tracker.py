@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-try:
-    from service.worker.detect.base import Detection
-except ModuleNotFoundError:  # the detector package lands in parallel; same shape as its Detection
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Detection:
-        bbox: tuple[float, float, float, float]
-        score: float
+from service.worker.detect.base import Detection
 from service.worker.tracker import Tracker, TrackerConfig, iou_matrix
 
 
