@@ -22,15 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from service.worker.boxes import PersonBox
-
-if TYPE_CHECKING:  # the tracker only reads .bbox and .score
-    from service.worker.detect.base import Detection
+from service.worker.detect.base import Detection
 
 # Weight of the newest observed displacement in the velocity estimate (see _Track.observe).
 VELOCITY_SMOOTHING = 0.5
@@ -182,6 +179,6 @@ class Tracker:
         return sorted(out, key=lambda b: b.track_id)
 
 
-def _usable(det) -> bool:
+def _usable(det: Detection) -> bool:
     x, y, w, h = det.bbox
     return all(math.isfinite(float(v)) for v in (x, y, w, h, det.score)) and w > 0 and h > 0
