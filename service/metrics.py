@@ -68,6 +68,12 @@ DEAD_LETTER_JOBS = Gauge(
     "vidpose_dead_letter_jobs",
     "Entries in the dead-letter stream (jobs delivered too often), read at scrape time.",
     registry=API_REGISTRY)
+OVERLAY_RENDERS = Counter(
+    "vidpose_overlay_renders_total", "Overlay videos rendered by the API, by outcome (ok, failed).",
+    ["outcome"], registry=API_REGISTRY)
+OVERLAY_RENDER_SECONDS = Histogram(
+    "vidpose_overlay_render_seconds", "Time to render and encode one overlay video.",
+    buckets=_JOB_BUCKETS, registry=API_REGISTRY)
 
 # ---------------- worker process ----------------
 JOBS_FINISHED = Counter(

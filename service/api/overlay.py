@@ -20,12 +20,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from service import metrics
 from service.api.auth import authenticate
 from service.api.errors import ApiError
-from service.api.routes import _ERRORS, _base, _load_job, _state, result_document
+from service.api.routes import _ERRORS, _load_job, _state, require_succeeded, result_document
 from service.api.schemas import ErrorBody
 from service.blobs import BlobStore
-from service.queue import ACTIVE, JobQueue
+from service.queue import JobQueue
 from service.settings import Settings
 
 log = logging.getLogger("vidpose.api")
@@ -66,18 +67,6 @@ def overlay_path(settings: Settings, job_id: str) -> Path:
     return Path(settings.blob_dir).resolve() / OVERLAY_DIR / f"{job_id}.mp4"
 
 
-def _require_succeeded(job: dict, request: Request) -> None:
-    """The same 409s as GET /jobs/{id}/result."""
-    status = job["status"]
-    if status in ACTIVE:
-        done = f"{job['frames_done']}/{job['frames_total']}"
-        raise ApiError(409, "job_not_finished", f"job is {status} ({done} frames); "
-                       f"poll GET {_base(request)}/jobs/{job['job_id']} until it succeeds")
-    if status != "succeeded":
-        reason = f": {job['error_message']}" if job["error_message"] else ""
-        raise ApiError(409, f"job_{status}", f"job {status}{reason}; it has no result")
-
-
 def _full_result(queue: JobQueue, job: dict, page: int) -> dict:
     """Every frame of the job's result, read a page at a time."""
     total = job["frames_total"]
@@ -105,10 +94,13 @@ def _render(settings: Settings, queue: JobQueue, blobs: BlobStore, job: dict, pa
     tmp = path.parent / f".{job_id}.{secrets.token_hex(4)}.mp4.part"
     try:
         # Only the frames the job processed (options.max_frames may have trimmed the clip).
-        render_overlay(result, clip, tmp, min_score=settings.overlay_min_score,
-                       max_frames=job["frames_total"])
+        with metrics.OVERLAY_RENDER_SECONDS.time():
+            render_overlay(result, clip, tmp, min_score=settings.overlay_min_score,
+                           max_frames=job["frames_total"])
         os.replace(tmp, path)
+        metrics.OVERLAY_RENDERS.labels("ok").inc()
     except RenderError as e:
+        metrics.OVERLAY_RENDERS.labels("failed").inc()
         log.warning("overlay of job %s failed: %s", job_id, e)
         raise ApiError(500, "overlay_failed", f"the overlay video could not be rendered: {e}") from None
     finally:
@@ -118,7 +110,7 @@ def _render(settings: Settings, queue: JobQueue, blobs: BlobStore, job: dict, pa
 async def get_overlay(job_id: str, request: Request, owner: str = Depends(authenticate)):
     settings, queue = _state(request)
     job = await run_in_threadpool(_load_job, queue, job_id, owner)
-    _require_succeeded(job, request)
+    require_succeeded(job, request)
     path = overlay_path(settings, job_id)
     if not path.is_file():
         renders = _renders(request.app, settings)

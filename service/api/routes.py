@@ -236,6 +236,18 @@ def get_job(job_id: str, request: Request, owner: str = Depends(authenticate)):
     return _job_view(job, _model_info(queue, job["model"]))
 
 
+def require_succeeded(job: dict, request: Request) -> None:
+    """409 unless the job succeeded (its result and overlay exist only then)."""
+    status = job["status"]
+    if status in ACTIVE:
+        done = f"{job['frames_done']}/{job['frames_total']}"
+        raise ApiError(409, "job_not_finished", f"job is {status} ({done} frames); "
+                       f"poll GET {_base(request)}/jobs/{job['job_id']} until it succeeds")
+    if status != "succeeded":
+        reason = f": {job['error_message']}" if job["error_message"] else ""
+        raise ApiError(409, f"job_{status}", f"job {status}{reason}; it has no result")
+
+
 def result_document(queue: JobQueue, job: dict, start_frame: int, limit: int) -> dict:
     """One page of a succeeded job's result in the native JSON shape (ResultPage)."""
     job_id = job["job_id"]
@@ -265,14 +277,7 @@ def get_result(job_id: str, request: Request, owner: str = Depends(authenticate)
                    "posetrack/coco pages announce the next page in X-Next-Start-Frame and Link headers.")):
     settings, queue = _state(request)
     job = _load_job(queue, job_id, owner)
-    status = job["status"]
-    if status in ACTIVE:
-        done = f"{job['frames_done']}/{job['frames_total']}"
-        raise ApiError(409, "job_not_finished", f"job is {status} ({done} frames); "
-                       f"poll GET {_base(request)}/jobs/{job_id} until it succeeds")
-    if status != "succeeded":
-        reason = f": {job['error_message']}" if job["error_message"] else ""
-        raise ApiError(409, f"job_{status}", f"job {status}{reason}; it has no result")
+    require_succeeded(job, request)
     limit = min(limit or settings.result_page_limit, settings.result_page_limit)
     result = result_document(queue, job, start_frame, limit)
     frames, next_start = result["frames"], result["next_start_frame"]

@@ -4,6 +4,7 @@ H.264 with the clip's frame count, rendered once, Range requests, the same 404/4
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,13 +75,21 @@ def counted_renders(monkeypatch):
     return stats
 
 
+def renders_ok(client) -> float:
+    """vidpose_overlay_renders_total{outcome="ok"} on the API's /metrics (0 before the first render)."""
+    m = re.search(r'^vidpose_overlay_renders_total\{outcome="ok"\} (\S+)$', client.get("/metrics").text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def test_overlay_video_of_a_finished_job(api, simulated_worker, clips, tmp_path, counted_renders):
     simulated_worker(api)
     with api.client() as c:
+        renders_before = renders_ok(c)
         job_id = submit(c, clips["street"], OPTIONS).json()["job_id"]
         assert wait_for(c, job_id)["status"] == "succeeded"
         r = c.get(f"/jobs/{job_id}/overlay.mp4")
         assert r.status_code == 200, r.text
+        assert renders_ok(c) == renders_before + 1
         assert r.headers["content-type"] == "video/mp4" and r.headers["accept-ranges"] == "bytes"
         codec, frames = decode(r.content, tmp_path)
         source = source_frames(clips["street"])
