@@ -1,8 +1,7 @@
-"""Person boxes per frame: given by the client, or one full-frame box.
+"""Person boxes per frame given by the client (`options.boxes`), and the one-full-frame-box source.
 
-Every source is a callable `(frame_index, rgb) -> list[PersonBox]`, so a
-detector + tracker (a later issue) slots in as another source without touching
-the window builder.
+Detected + tracked boxes come from service/worker/people.py, which picks the
+source of each job; every source yields the same PersonBox.
 
 Client boxes (`options["boxes"]`) are accepted in two shapes:
   * a list indexed by frame: `boxes[i]` is the list of boxes in frame i;
@@ -16,7 +15,6 @@ boxes have no people (their result has empty `instances`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,11 +35,8 @@ class PersonBox:
     score: float | None = None
 
 
-BoxSource = Callable[[int, np.ndarray], list[PersonBox]]
-
-
 def full_frame_boxes(frame_index: int, rgb: np.ndarray) -> list[PersonBox]:
-    """One box covering the whole frame, track 0 (until person detection lands)."""
+    """One box covering the whole frame, track 0 (detector "full-frame": single-person clips)."""
     h, w = rgb.shape[:2]
     return [PersonBox(0, (0.0, 0.0, float(w), float(h)), None)]
 
@@ -98,11 +93,3 @@ class GivenBoxes:
 
     def __call__(self, frame_index: int, rgb: np.ndarray) -> list[PersonBox]:
         return self.boxes.get(frame_index, [])
-
-
-def box_source(options: dict) -> BoxSource:
-    """The box source a job asks for: its own boxes when given, else full-frame boxes."""
-    raw = options.get("boxes")
-    if raw is None:
-        return full_frame_boxes
-    return GivenBoxes(parse_boxes(raw))

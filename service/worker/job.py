@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
-from service.worker.boxes import InvalidOptions, box_source
+from service.worker.boxes import InvalidOptions
 from service.worker.decode import InvalidVideo, VideoReader
+from service.worker.people import people_source
 from service.worker.pipeline import to_instance
 from service.worker.windows import Window, WindowBuilder
 
@@ -169,7 +170,7 @@ class JobRun:
         if job is None or job["status"] not in ("queued", "running"):
             return "cancelled", "", ""  # cancelled or expired before we started: just ack the entry
         window, dopts, max_frames = self._options(job["options"])
-        boxes_for = box_source(job["options"])
+        people_for = people_source(job["options"], self.worker.settings, self.worker.detectors)
         blob = Path(job["blob"])
         if not blob.is_absolute():
             blob = Path(self.worker.settings.blob_dir) / blob
@@ -183,15 +184,14 @@ class JobRun:
             builder = WindowBuilder(self.job_id, window, self.engine.input_size,
                                     batch_key=(self.model, dopts), owner=self)
             self._builder = builder
+            pending = []  # frames waiting for the next detector batch
             for frame in reader:
-                people = boxes_for(frame.index, frame.rgb)
-                self._slots[frame.index] = _FrameSlot(frame.timestamp_s, len(people))
-                if not people:
-                    self._frame_ready(frame.index)
-                self._submit(builder.add_frame(frame.index, frame.rgb, people))
-                self._pump(block=False)
-                while self._inflight >= self.max_inflight:
-                    self._pump(block=True)
+                pending.append(frame)
+                if len(pending) >= people_for.batch:
+                    self._add_frames(builder, people_for, pending)
+                    pending = []
+            if pending:
+                self._add_frames(builder, people_for, pending)
             self._submit(builder.finish())
             n = reader.frames_read
         if n != info.frames:  # the container's count was off: the decoded count is the truth
@@ -209,6 +209,19 @@ class JobRun:
         if missing or len(self._slots) != n:
             raise RuntimeError(f"internal: frames without results {missing[:10]}")
         return "succeeded", "", ""
+
+    def _add_frames(self, builder: WindowBuilder, people_for, frames: list) -> None:
+        """Find the people of a batch of frames (one detector call), then crop them into windows."""
+        self._check_stop()
+        boxes = people_for.boxes([f.index for f in frames], [f.rgb for f in frames])
+        for frame, people in zip(frames, boxes, strict=True):
+            self._slots[frame.index] = _FrameSlot(frame.timestamp_s, len(people))
+            if not people:
+                self._frame_ready(frame.index)
+            self._submit(builder.add_frame(frame.index, frame.rgb, people))
+            self._pump(block=False)
+            while self._inflight >= self.max_inflight:
+                self._pump(block=True)
 
     def _submit(self, windows: list[Window]) -> None:
         if windows:

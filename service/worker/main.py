@@ -41,6 +41,7 @@ from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
 from service.worker.http import WorkerHTTP
 from service.worker.job import JobRun
+from service.worker.people import DetectorPool, default_detector
 from service.worker.pipeline import run_windows
 from service.worker.windows import Window
 
@@ -87,6 +88,7 @@ class Worker:
         self.redis = redis_client
         self.queue = JobQueue(redis_client, settings)
         self.engines: dict[str, Engine] = {}
+        self.detectors = DetectorPool(settings)  # person detectors, shared by the jobs this worker holds
         self.runs: dict[tuple[str, str], JobRun] = {}  # (model, entry_id) -> run
         self._runs_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -109,6 +111,8 @@ class Worker:
             if eng.name in self.engines:
                 raise ValueError(f"model {eng.name!r} given twice")
             self.engines[eng.name] = eng
+        # Build the default person detector now: a bad onnx file stops the worker at start, not a job later.
+        self.detectors.get(default_detector(self.settings))
         for eng in self.engines.values():
             took = eng.warmup(min(4, self.settings.worker_max_batch))
             log.info("model %s (version %s) warm on %s in %.2fs (torch threads %d)", eng.name, eng.version,
@@ -132,7 +136,8 @@ class Worker:
         first = next(iter(self.engines.values()), None)
         return {"models": self.models, "device": first.device.type if first else "", "pid": os.getpid(),
                 "host": self.host, "started_at": self._started_at, "jobs": len(self.runs),
-                "max_batch": self.settings.worker_max_batch, "max_jobs": self.settings.worker_max_jobs}
+                "max_batch": self.settings.worker_max_batch, "max_jobs": self.settings.worker_max_jobs,
+                "detectors": self.detectors.available(), "default_detector": default_detector(self.settings)}
 
     # -- batcher callbacks (scheduler thread) -----------------------------------------------------
     def _run_batch(self, windows: list[Window]):

@@ -7,17 +7,14 @@ from service.worker.boxes import (
     GivenBoxes,
     InvalidOptions,
     PersonBox,
-    box_source,
     full_frame_boxes,
     parse_boxes,
 )
 
 
-def test_full_frame_default():
+def test_full_frame_box():
     rgb = np.zeros((30, 40, 3), np.uint8)
-    src = box_source({})
-    assert src is full_frame_boxes
-    assert src(0, rgb) == [PersonBox(0, (0.0, 0.0, 40.0, 30.0), None)]
+    assert full_frame_boxes(0, rgb) == [PersonBox(0, (0.0, 0.0, 40.0, 30.0), None)]
 
 
 def test_list_form_track_ids_default_to_index():
@@ -28,8 +25,7 @@ def test_list_form_track_ids_default_to_index():
 
 
 def test_dict_form_and_given_track_ids():
-    src = box_source({"boxes": {"3": [{"bbox": [1, 1, 10, 20], "track_id": 7}]}})
-    assert isinstance(src, GivenBoxes)
+    src = GivenBoxes(parse_boxes({"3": [{"bbox": [1, 1, 10, 20], "track_id": 7}]}))
     rgb = np.zeros((4, 4, 3), np.uint8)
     assert src(3, rgb)[0].track_id == 7
     assert src(0, rgb) == []

@@ -17,7 +17,8 @@ def make_settings(redis_server, tiny_checkpoint, tmp_path, **kw):
     base = dict(redis_url=redis_server.url, key_prefix=f"t{uuid.uuid4().hex[:8]}", blob_dir=tmp_path,
                 models_dir=tiny_checkpoint.parent, default_model="test-model", worker_metrics_port=0,
                 worker_threads=1, worker_max_batch=4, worker_max_wait_ms=5, worker_heartbeat_s=0.2,
-                worker_reclaim_idle_ms=60000)
+                worker_reclaim_idle_ms=60000,
+                detector="full-frame")  # queue mechanics: one box per frame (detection: test_default_detector_*)
     base.update(kw)
     return Settings(**base)
 
@@ -98,6 +99,36 @@ def test_job_end_to_end_and_cross_job_batching(q_and_settings, shared_data):
     check_frames(q, b, 5, 1280, 720)
     assert worker.batcher.batches_run >= 2
     assert q.r.xpending(q.stream_key("test-model"), GROUP)["pending"] == 0  # both entries acked
+
+
+def test_default_detector_tracks_several_people(redis_client, redis_server, tiny_checkpoint, tmp_path,
+                                                 shared_data):
+    """The default pipeline (hog detector + tracker) on a real street clip: several people per frame,
+    each track id on one person (boxes of one id move little between frames), ids in [0, 999]."""
+    s = make_settings(redis_server, tiny_checkpoint, tmp_path, detector="auto")
+    q = JobQueue(redis_client, s)
+    job = submit(q, shared_data / "videos" / "street_walk.mp4")
+    with Running(s) as worker:
+        j = wait_status(q, job, {"succeeded", "failed"})
+        info = worker.info()
+    assert j["status"] == "succeeded", j
+    assert info["default_detector"] == "hog" and "onnx" not in info["detectors"]
+    frames = q.get_frames(job, 0, 100)
+    people = [len(f["instances"]) for f in frames]
+    assert min(people) >= 2 and sum(people) >= 3 * len(frames), people
+    seen: dict[int, list] = {}
+    for f in frames:
+        ids = [i["track_id"] for i in f["instances"]]
+        assert len(ids) == len(set(ids)) and all(0 <= t <= 999 for t in ids)
+        for inst in f["instances"]:
+            assert 0 <= inst["score"] <= 1
+            seen.setdefault(inst["track_id"], []).append(inst["bbox"])
+    lasting = [t for t, boxes in seen.items() if len(boxes) >= 3]
+    assert len(lasting) >= 2, seen  # people followed over most of the clip
+    for t in lasting:
+        b = np.array(seen[t])
+        centres = b[:, :2] + b[:, 2:] / 2
+        assert np.abs(np.diff(centres, axis=0)).max() < 0.5 * b[:, 3].mean(), (t, seen[t])
 
 
 def test_client_boxes_and_track_ids(q_and_settings, shared_data):
