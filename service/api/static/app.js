@@ -83,7 +83,8 @@
   }
 
   function showError(err, title) {
-    el.errorTitle.textContent = title || (err.status ? `Error ${err.status} (${err.code})` : `Error (${err.code || "error"})`);
+    const what = err.status ? `HTTP ${err.status} (${err.code})` : `(${err.code || "error"})`;
+    el.errorTitle.textContent = `${title || "Error"}: ${what}`;
     el.errorMessage.textContent = err.message;
     el.errorBox.dataset.code = err.code || "";
     el.errorBox.hidden = false;
@@ -221,6 +222,7 @@
     el.jobBar.value = 0;
     el.jobText.textContent = "";
     el.jobId.textContent = "";
+    delete el.jobId.dataset.jobId;
     el.jobStatus.textContent = "uploading";
     setState("uploading");
 
@@ -254,6 +256,7 @@
       jobId = accepted.job_id;
       el.uploadBar.value = 1;
       el.jobId.textContent = `job ${jobId}`;
+      el.jobId.dataset.jobId = jobId;
       el.jobStatus.textContent = accepted.status;
       setState(accepted.status === "running" ? "running" : "queued");
       poll(myRun, jobId, Date.now(), 0);
@@ -310,7 +313,7 @@
     if (job.status === "succeeded") {
       await showResult(myRun, id);
     } else {
-      if (job.error) showError(new ApiError(0, job.error.code, job.error.message), `Job ${job.status} (${job.error.code})`);
+      if (job.error) showError(new ApiError(0, job.error.code, job.error.message), `Job ${job.status}`);
       setState(job.status);
     }
   }

@@ -1,0 +1,318 @@
+"""The web page at `/` in a real headless Chromium against the real service (uvicorn API, worker, Redis).
+
+The browser is Debian's Chromium driven by Playwright through `executable_path` (no browser download):
+VIDPOSE_CHROMIUM, else `chromium` on PATH. Without one the tests fail in CI and are skipped elsewhere.
+Set VIDPOSE_SAVE_SCREENSHOT=1 to also copy the screenshot to docs/img/webpage.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+    "--disable-extensions", "--disable-sync", "--no-first-run", "--mute-audio",
+]
+API_KEY = "web-test-key"
+TIMEOUT_MS = 90_000
+
+
+# ---------------------------------------------------------------- browser, service
+def chromium_path() -> str:
+    """The browser's path; without a browser (or playwright) fail in CI, skip elsewhere."""
+    path = os.environ.get("VIDPOSE_CHROMIUM") or shutil.which("chromium")
+    problem = None
+    if not path or not os.access(path, os.X_OK):
+        problem = ("no Chromium for the browser test: install Debian's 'chromium' package "
+                   "(`./run test` does) or set VIDPOSE_CHROMIUM")
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "playwright (python) is not installed: install the dev extra"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack):
+    return make_stack(workers=1, VIDPOSE_WORKER_HEARTBEAT_S=0.5)
+
+
+@pytest.fixture(scope="module")
+def keyed_api(stack):
+    """A second API process on the same Redis prefix and workers, but requiring an API key."""
+    from service.embedded_redis import free_port
+
+    port = free_port()
+    env = {**stack.env, "VIDPOSE_API_PORT": str(port), "VIDPOSE_API_KEYS": API_KEY}
+    with open(stack.workdir / "keyed-api.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env=env, cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (stack.workdir / "keyed-api.log").read_text()[-3000:]
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the keyed API did not start in 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class PageWatch:
+    """Uncaught page errors and every URL the page requested (all must stay on the service's origin)."""
+
+    def __init__(self, page, origin: str):
+        self.origin = origin
+        self.errors: list[str] = []
+        self.urls: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", lambda r: self.urls.append(r.url))
+
+    def check(self) -> None:
+        assert not self.errors, self.errors
+        foreign = [u for u in self.urls if not u.startswith((self.origin + "/", "blob:", "data:"))]
+        assert not foreign, f"the page reached outside its origin: {foreign}"
+
+
+@pytest.fixture()
+def context(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
+# ---------------------------------------------------------------- page helpers
+def wait_state(page, *states: str) -> str:
+    page.wait_for_function("states => states.includes(document.body.dataset.state)", arg=list(states))
+    return page.evaluate("() => document.body.dataset.state")
+
+
+def run_job(page, clip: Path) -> str:
+    """Choose the clip, submit, wait for the end; returns the job id (asserts success)."""
+    page.set_input_files("#video-input", str(clip))
+    page.click("#submit-btn")
+    state = wait_state(page, "succeeded", "failed", "cancelled", "error")
+    assert state == "succeeded", page.inner_text("#error-box")
+    return page.get_attribute("#job-id", "data-job-id")
+
+
+def overlay_frame(page) -> dict:
+    """Wait until the overlay video is ready (or failed); its metadata and its current frame, shrunk."""
+    page.wait_for_function("() => ['ready', 'error'].includes("
+                           "document.getElementById('overlay-video').dataset.state)")
+    assert page.get_attribute("#overlay-video", "data-state") == "ready", page.inner_text("#overlay-status")
+    return page.evaluate("""() => {
+        const v = document.getElementById('overlay-video');
+        const c = document.createElement('canvas');
+        c.width = 96; c.height = 54;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(v, 0, 0, c.width, c.height);
+        return {duration: v.duration, width: v.videoWidth, height: v.videoHeight, readyState: v.readyState,
+                currentTime: v.currentTime, src: v.currentSrc,
+                rgba: Array.from(ctx.getImageData(0, 0, c.width, c.height).data)};
+    }""")
+
+
+def check_overlay(info: dict, clip: Path, result: dict) -> None:
+    """Right size and duration, decoded, and showing the clip's first frame (skeletons drawn on top)."""
+    import cv2
+
+    video = result["video"]
+    assert info["readyState"] >= 2 and info["width"] > 0
+    assert (info["width"], info["height"]) == (video["width"], video["height"])
+    frame_s = 1.0 / video["fps"]
+    assert abs(info["duration"] - video["frames"] * frame_s) <= 1.5 * frame_s, (info["duration"], video)
+    shown = np.array(info["rgba"], dtype=np.float32).reshape(54, 96, 4)[..., :3]
+    cap = cv2.VideoCapture(str(clip))
+    ok, first = cap.read()
+    cap.release()
+    assert ok
+    first = cv2.resize(cv2.cvtColor(first, cv2.COLOR_BGR2RGB), (96, 54), interpolation=cv2.INTER_AREA)
+    diff = np.abs(shown - first.astype(np.float32)).mean()
+    flat = np.abs(shown - shown.mean()).mean()
+    assert shown.std() > 10, "the overlay frame is blank"
+    assert diff < 25 and diff < flat, f"the overlay frame does not look like the clip (diff {diff:.1f})"
+
+
+def download(page, button: str) -> tuple[str, dict]:
+    with page.expect_download() as dl:
+        page.click(button)
+    d = dl.value
+    return d.suggested_filename, json.loads(Path(d.path()).read_text())
+
+
+# ---------------------------------------------------------------- tests
+def test_upload_progress_overlay_summary_downloads(stack, context, shared_data, tmp_path):
+    clip = shared_data / "videos" / "street_walk.mp4"
+    page = context.new_page()
+    watch = PageWatch(page, stack.url)
+    response = page.goto(stack.url + "/")
+    assert response.status == 200 and "default-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_function("() => document.getElementById('model-select').options.length > 1")
+    assert "test-model" in page.inner_text("#model-select")
+
+    job_id = run_job(page, clip)
+    api_job = stack.job(job_id)
+    assert api_job["status"] == "succeeded"
+    assert page.inner_text("#job-status") == "succeeded"
+    assert page.inner_text("#job-text") == f"{api_job['frames_done']} / {api_job['frames_total']} frames"
+    assert page.evaluate("() => document.getElementById('upload-progress').value") == 1
+    assert page.evaluate("() => document.getElementById('job-progress').value") == 1
+    assert page.is_hidden("#error-box") and page.is_hidden("#cancel-btn")
+
+    result = stack.result(job_id)
+    info = overlay_frame(page)
+    assert info["src"].startswith(stack.url + "/v1/jobs/")  # no key: the element streams it itself
+    check_overlay(info, clip, result)
+
+    tracks = {i["track_id"] for f in result["frames"] for i in f["instances"]}
+    assert len(tracks) >= 1, "the default pipeline found nobody on street_walk"
+    assert page.get_attribute("#sum-tracks", "data-count") == str(len(tracks))
+    assert page.inner_text("#sum-frames") == f"{len(result['frames'])} of {result['video']['frames']}"
+    assert "960×540" in page.inner_text("#sum-video")
+
+    name, doc = download(page, "#download-json")
+    assert name == f"street_walk.{job_id}.json"
+    assert doc["frames"] == result["frames"] and doc["video"] == result["video"]
+    assert [f["frame_index"] for f in doc["frames"]] == list(range(result["video"]["frames"]))
+
+    shot = tmp_path / "webpage.png"
+    page.screenshot(path=str(shot), full_page=True)
+    check_screenshot(shot)
+    if os.environ.get("VIDPOSE_SAVE_SCREENSHOT") == "1":
+        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, REPO / "docs" / "img" / "webpage.png")
+    watch.check()
+
+
+def check_screenshot(path: Path) -> None:
+    import cv2
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[1] == 1280 and img.shape[0] >= 1000
+    assert img.std() > 20  # a page with a video frame on it, not an empty canvas
+
+
+def test_api_key_model_choice_and_posetrack(stack, keyed_api, context, shared_data):
+    clip = shared_data / "videos" / "street_walk.mp4"
+    page = context.new_page()
+    watch = PageWatch(page, keyed_api)
+    page.goto(keyed_api + "/")
+    page.wait_for_selector("#model-info[data-error='unauthorized']")
+    assert "missing API key" in page.inner_text("#model-info")
+
+    page.fill("#api-key", API_KEY)
+    page.locator("#api-key").press("Tab")  # change event: stored, models reloaded with the key
+    page.wait_for_function("() => document.getElementById('model-select').options.length > 1")
+    page.reload()  # the key survives a reload (localStorage)
+    assert page.input_value("#api-key") == API_KEY
+    page.wait_for_function("() => document.getElementById('model-select').options.length > 1")
+    page.select_option("#model-select", "test-model")
+    page.select_option("#detector-select", "full-frame")
+    page.fill("#max-frames", "3")
+
+    job_id = run_job(page, clip)
+    keyed = httpx.Client(base_url=keyed_api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+    job = keyed.get(f"/v1/jobs/{job_id}").json()
+    assert job["frames_total"] == 3 and job["model"]["name"] == "test-model"
+    page_json = keyed.get(f"/v1/jobs/{job_id}/result").json()
+    assert [[i["track_id"] for i in f["instances"]] for f in page_json["frames"]] == [[0]] * 3  # full-frame
+
+    info = overlay_frame(page)
+    assert info["src"].startswith("blob:")  # fetched with the Authorization header
+    assert (info["width"], info["height"]) == (960, 540)
+    assert page.get_attribute("#sum-tracks", "data-count") == "1"
+
+    name, doc = download(page, "#download-posetrack")
+    expected = keyed.get(f"/v1/jobs/{job_id}/result", params={"format": "posetrack"}).json()
+    assert name == f"street_walk.{job_id}.posetrack.json"
+    assert [im["frame_id"] for im in doc["images"]] == [0, 1, 2]
+    assert doc["annotations"] == expected["annotations"] and doc["categories"] == expected["categories"]
+    keyed.close()
+    watch.check()
+
+
+def test_api_errors_are_shown(stack, context, tmp_path):
+    page = context.new_page()
+    watch = PageWatch(page, stack.url)
+    page.goto(stack.url + "/")
+    cases = [(tmp_path / "notes.mp4", b"this is text, not a video\n" * 40),  # decoded by the API: 422
+             (tmp_path / "notes.txt", b"plain text\n")]                      # refused by extension: 415
+    for path, body in cases:
+        path.write_bytes(body)
+        with open(path, "rb") as f:  # what the API itself answers for the same upload
+            r = httpx.post(stack.url + "/v1/estimate", files={"video": (path.name, f, "video/mp4")},
+                           timeout=30)
+        assert r.status_code in (415, 422)
+        error = r.json()["error"]
+        page.set_input_files("#video-input", str(path))
+        page.click("#submit-btn")
+        assert wait_state(page, "succeeded", "error") == "error"
+        assert page.is_visible("#error-box")
+        assert page.inner_text("#error-message") == error["message"]
+        assert f"{r.status_code}" in page.inner_text("#error-title")
+        assert page.get_attribute("#error-box", "data-code") == error["code"]
+        assert page.is_enabled("#submit-btn")  # ready for another try
+    watch.check()
+
+
+def test_cancel_running_job(stack, context, long_clip):
+    page = context.new_page()
+    watch = PageWatch(page, stack.url)
+    page.goto(stack.url + "/")
+    page.select_option("#detector-select", "full-frame")
+    page.set_input_files("#video-input", str(long_clip))
+    page.click("#submit-btn")
+    page.wait_for_function("() => document.body.dataset.state === 'running' && "
+                           "!document.getElementById('job-text').textContent.startsWith('0 /')")
+    job_id = page.get_attribute("#job-id", "data-job-id")
+    page.click("#cancel-btn")
+    assert wait_state(page, "cancelled", "succeeded", "error") == "cancelled"
+    job = stack.job(job_id)
+    assert job["status"] == "cancelled" and 0 < job["frames_done"] < job["frames_total"] == 900
+    assert page.inner_text("#job-status") == "cancelled"
+    assert page.is_hidden("#result-card")
+    watch.check()
