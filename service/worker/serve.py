@@ -177,6 +177,7 @@ def banner(stack: Stack) -> str:
                if stack.metrics_port else "")
     return (
         f"vidpose is serving model {stack.name!r} ({stack.path})\n"
+        f"  web page:       {stack.url}/   (upload a clip, watch progress, play the skeleton overlay)\n"
         f"  API:            {stack.url}   (OpenAPI docs: {stack.url}/docs)\n"
         f"  API metrics:    {stack.url}/metrics\n{metrics}"
         f"  redis:          {stack.redis_url}{' (embedded)' if stack.redis else ''}\n"
@@ -184,6 +185,7 @@ def banner(stack: Stack) -> str:
         f"  curl -s{auth} -F video=@clip.mp4 {stack.url}/estimate\n"
         f"  curl -s{auth} {stack.url}/jobs/JOB_ID\n"
         f"  curl -s{auth} {stack.url}/jobs/JOB_ID/result > poses.json\n"
+        f"  curl -s{auth} {stack.url}/jobs/JOB_ID/overlay.mp4 > overlay.mp4\n"
         f"Press Ctrl-C to stop."
     )
 

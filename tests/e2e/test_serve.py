@@ -99,7 +99,11 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert j["status"] == "succeeded", j
-        assert len(httpx.get(f"{url}/jobs/{job_id}/result").json()["frames"]) == 5
+        frames = httpx.get(f"{url}/jobs/{job_id}/result").json()["frames"]
+        assert len(frames) == 5 and all(len(f["instances"]) >= 2 for f in frames)  # default: hog + tracker
+        overlay = httpx.get(f"{url}/jobs/{job_id}/overlay.mp4", timeout=60)
+        assert overlay.status_code == 200 and overlay.content[4:8] == b"ftyp"
+        assert "<html" in httpx.get(f"{url}/").text.lower()  # the web page the banner points to
     finally:
         if stop == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

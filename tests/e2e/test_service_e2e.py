@@ -22,13 +22,15 @@ def stack(make_stack):
 
 
 def check_result(res: dict, n: int, width: int, height: int, tracks=(0,)) -> None:
-    """Every frame exactly once, in order; each person: 17 finite keypoints inside the frame."""
+    """Every frame exactly once, in order; each person: 17 finite keypoints inside the frame
+    (and, unless tracks is None, exactly these track ids in every frame)."""
     assert res["video"]["width"] == width and res["video"]["height"] == height and res["video"]["frames"] == n
     assert len(res["keypoint_names"]) == 17 and res["keypoint_names"][0] == "nose"
     assert [f["frame_index"] for f in res["frames"]] == list(range(n))
     for f in res["frames"]:
         assert math.isfinite(f["timestamp_s"])
-        assert sorted(i["track_id"] for i in f["instances"]) == sorted(tracks)
+        if tracks is not None:
+            assert sorted(i["track_id"] for i in f["instances"]) == sorted(tracks)
         for inst in f["instances"]:
             assert len(inst["bbox"]) == 4 and math.isfinite(inst["score"])
             assert len(inst["keypoints"]) == 17
@@ -53,14 +55,19 @@ def metric(text: str, metric_name: str, required: bool = True, **labels) -> floa
 
 
 def test_sample_clips_end_to_end(stack, shared_data):
-    street = stack.submit(shared_data / "videos" / "street_walk.mp4")  # H.264
-    soccer = stack.submit(shared_data / "videos" / "soccer.mp4")  # MPEG-4 Part 2
-    for job_id, (w, h) in ((street, (960, 540)), (soccer, (1280, 720))):
+    street = stack.submit(shared_data / "videos" / "street_walk.mp4")  # H.264, default detector (hog)
+    soccer = stack.submit(shared_data / "videos" / "soccer.mp4", {"detector": "full-frame"})  # MPEG-4 Part 2
+    for job_id in (street, soccer):
         j = stack.wait(job_id)
         assert j["status"] == "succeeded", j
         assert j["progress"] == 1.0 and j["frames_done"] == j["frames_total"] == 5
         assert j["model"]["name"] == "test-model" and j["model"]["version"] == "e2e-1"
-        check_result(stack.result(job_id), 5, w, h)
+    check_result(stack.result(soccer), 5, 1280, 720)
+    street_result = stack.result(street)
+    tracks = {i["track_id"] for f in street_result["frames"] for i in f["instances"]}
+    assert all(len(f["instances"]) >= 2 for f in street_result["frames"]), street_result["frames"]
+    check_result(street_result, 5, 960, 540, tracks=None)
+    assert len(tracks) >= 2 and all(0 <= t <= 999 for t in tracks)
 
 
 def test_client_boxes(stack, shared_data):
@@ -119,6 +126,11 @@ def test_metrics_after_jobs(stack, shared_data):
     assert total("vidpose_model_forward_seconds_count", stage="decode") >= 1
     assert total("vidpose_job_duration_seconds_count") >= 4
     assert total("vidpose_job_queue_wait_seconds_count") >= 4
+    # street_walk ran through the default detector (hog) and the tracker twice (5 frames each)
+    assert total("vidpose_detect_frames_total", detector="hog") >= 10
+    assert total("vidpose_detect_seconds_count", detector="hog") >= 2
+    assert total("vidpose_people_detected_total", detector="hog") >= 20
+    assert total("vidpose_tracks_started_total") >= 4
     for t in texts:
         assert metric(t, "vidpose_model_info", name="test-model", version="e2e-1", device="cpu") == 1
         assert metric(t, "vidpose_worker_up") == 1
