@@ -64,7 +64,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def stack(make_stack):
-    return make_stack(workers=1, VIDPOSE_WORKER_HEARTBEAT_S=0.5)
+    # Pages of 2 frames: the page's downloads must follow the paging (5 frames -> 3 pages).
+    return make_stack(workers=1, VIDPOSE_WORKER_HEARTBEAT_S=0.5, VIDPOSE_RESULT_PAGE_LIMIT=2)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,18 @@ def check_overlay(info: dict, clip: Path, result: dict) -> None:
     assert diff < 25 and diff < flat, f"the overlay frame does not look like the clip (diff {diff:.1f})"
 
 
+def drop_file(page, path: Path) -> None:
+    """Drag and drop `path` onto the drop zone (a DataTransfer holding the file's bytes)."""
+    data = page.evaluate_handle("""([name, bytes]) => {
+        const dt = new DataTransfer();
+        const type = name.endsWith('.mp4') ? 'video/mp4' : '';
+        dt.items.add(new File([new Uint8Array(bytes)], name, {type}));
+        return dt;
+    }""", [path.name, list(path.read_bytes())])
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event("#drop-zone", event, {"dataTransfer": data})
+
+
 def download(page, button: str) -> tuple[str, dict]:
     with page.expect_download() as dl:
         page.click(button)
@@ -258,8 +271,9 @@ def test_api_key_model_choice_and_posetrack(stack, keyed_api, context, shared_da
     keyed = httpx.Client(base_url=keyed_api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     job = keyed.get(f"/v1/jobs/{job_id}").json()
     assert job["frames_total"] == 3 and job["model"]["name"] == "test-model"
-    page_json = keyed.get(f"/v1/jobs/{job_id}/result").json()
-    assert [[i["track_id"] for i in f["instances"]] for f in page_json["frames"]] == [[0]] * 3  # full-frame
+    frames = keyed.get(f"/v1/jobs/{job_id}/result", params={"limit": 3}).json()["frames"]  # capped at 2
+    frames += keyed.get(f"/v1/jobs/{job_id}/result", params={"start_frame": 2}).json()["frames"]
+    assert [[i["track_id"] for i in f["instances"]] for f in frames] == [[0]] * 3  # full-frame: one box
 
     info = overlay_frame(page)
     assert info["src"].startswith("blob:")  # fetched with the Authorization header
@@ -267,10 +281,15 @@ def test_api_key_model_choice_and_posetrack(stack, keyed_api, context, shared_da
     assert page.get_attribute("#sum-tracks", "data-count") == "1"
 
     name, doc = download(page, "#download-posetrack")
-    expected = keyed.get(f"/v1/jobs/{job_id}/result", params={"format": "posetrack"}).json()
+    first = keyed.get(f"/v1/jobs/{job_id}/result", params={"format": "posetrack"})
+    assert first.headers["X-Next-Start-Frame"] == "2"
     assert name == f"street_walk.{job_id}.posetrack.json"
     assert [im["frame_id"] for im in doc["images"]] == [0, 1, 2]
-    assert doc["annotations"] == expected["annotations"] and doc["categories"] == expected["categories"]
+    assert doc["images"][:2] == first.json()["images"] and doc["categories"] == first.json()["categories"]
+    assert [a["image_id"] for a in doc["annotations"]] == [0, 1, 2]
+    assert [a["id"] for a in doc["annotations"]] == [0, 1, 2]  # unique across the merged pages
+    assert [a["keypoints"] for a in doc["annotations"]] == [sum(f["instances"][0]["keypoints"], [])
+                                                            for f in frames]
     keyed.close()
     watch.check()
 
@@ -288,7 +307,8 @@ def test_api_errors_are_shown(stack, context, tmp_path):
                            timeout=30)
         assert r.status_code in (415, 422)
         error = r.json()["error"]
-        page.set_input_files("#video-input", str(path))
+        drop_file(page, path)
+        assert page.inner_text("#file-name").startswith(path.name)
         page.click("#submit-btn")
         assert wait_state(page, "succeeded", "error") == "error"
         assert page.is_visible("#error-box")
