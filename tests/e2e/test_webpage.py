@@ -231,6 +231,10 @@ def test_upload_progress_overlay_summary_downloads(stack, context, shared_data, 
     assert doc["frames"] == result["frames"] and doc["video"] == result["video"]
     assert [f["frame_index"] for f in doc["frames"]] == list(range(result["video"]["frames"]))
 
+    # Fully buffered, and the player's loading spinner has faded (it ends its animation cycle): a clean shot.
+    page.wait_for_function("() => { const v = document.getElementById('overlay-video'); "
+                           "return v.readyState === 4 && v.networkState === HTMLMediaElement.NETWORK_IDLE; }")
+    page.wait_for_timeout(1500)
     shot = tmp_path / "webpage.png"
     page.screenshot(path=str(shot), full_page=True)
     check_screenshot(shot)
