@@ -197,7 +197,7 @@ def download(page, button: str) -> tuple[str, dict]:
 
 
 # ---------------------------------------------------------------- tests
-def test_upload_progress_overlay_summary_downloads(stack, context, shared_data, tmp_path):
+def test_upload_progress_overlay_summary_downloads(context, stack, shared_data, tmp_path):
     clip = shared_data / "videos" / "street_walk.mp4"
     page = context.new_page()
     watch = PageWatch(page, stack.url)
@@ -253,7 +253,7 @@ def check_screenshot(path: Path) -> None:
     assert img.std() > 20  # a page with a video frame on it, not an empty canvas
 
 
-def test_api_key_model_choice_and_posetrack(stack, keyed_api, context, shared_data):
+def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_data):
     clip = shared_data / "videos" / "street_walk.mp4"
     page = context.new_page()
     watch = PageWatch(page, keyed_api)
@@ -298,7 +298,7 @@ def test_api_key_model_choice_and_posetrack(stack, keyed_api, context, shared_da
     watch.check()
 
 
-def test_api_errors_are_shown(stack, context, tmp_path):
+def test_api_errors_are_shown(context, stack, tmp_path):
     page = context.new_page()
     watch = PageWatch(page, stack.url)
     page.goto(stack.url + "/")
@@ -323,7 +323,7 @@ def test_api_errors_are_shown(stack, context, tmp_path):
     watch.check()
 
 
-def test_cancel_running_job(stack, context, long_clip):
+def test_cancel_running_job(context, stack, long_clip):
     page = context.new_page()
     watch = PageWatch(page, stack.url)
     page.goto(stack.url + "/")
