@@ -112,6 +112,25 @@ def dashboard() -> dict:
           quantiles("vidpose_model_forward_seconds", by="stage", qs=(0.95,)), "s",
           "Per forward call: encode (backbone per frame) and decode (temporal model per window).", w=24)
 
+    g.row("People and overlays")
+    g.add("timeseries", "Detector time per frame",
+          [(f"sum by (detector) (rate(vidpose_detect_seconds_sum{RATE}))"
+            f" / sum by (detector) (rate(vidpose_detect_frames_total{RATE}))", "{{detector}}")], "s",
+          "Person-detector seconds per frame (calls run a batch of detector_batch frames).", w=8)
+    g.add("timeseries", "People per frame and new tracks",
+          [(f"sum by (detector) (rate(vidpose_people_detected_total{RATE}))"
+            f" / sum by (detector) (rate(vidpose_detect_frames_total{RATE}))", "per frame {{detector}}"),
+           (f"sum(rate(vidpose_tracks_started_total{RATE}))", "tracks started/s")], "short",
+          "Detections per frame before tracking, and how fast new track ids appear.", w=8)
+    g.add("timeseries", "Overlay renders",
+          [(f"sum by (outcome) (rate(vidpose_overlay_renders_total{RATE}))", "{{outcome}}")], "short",
+          "Overlay videos rendered by the API per second, by outcome (each job's overlay renders once).",
+          w=4)
+    g.add("timeseries", "Overlay render time",
+          quantiles("vidpose_overlay_render_seconds", qs=(0.5, 0.95), sel=""), "s",
+          "Render + H.264 encode of one overlay (the first GET of a job's overlay.mp4 waits this long).",
+          w=4)
+
     g.row("Latency")
     g.add("timeseries", "Job duration", quantiles("vidpose_job_duration_seconds"), "s",
           "Worker start to finish, per job.")
