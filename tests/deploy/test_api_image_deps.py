@@ -80,6 +80,27 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def finish_like_a_worker(redis_url: str, prefix: str, job_id: str) -> None:
+    import redis
+
+    from service.queue import JobQueue
+    from service.settings import Settings
+
+    settings = Settings(redis_url=redis_url, key_prefix=prefix)
+    q = JobQueue(redis.Redis.from_url(redis_url), settings)
+    job = q.get_job(job_id)
+    q.ensure_groups([job["model"]])
+    [(model, entry, claimed)] = q.claim("deploy-test-worker", [job["model"]], 1, None)
+    assert claimed == job_id
+    video = job["video"]
+    assert q.start(job_id, "deploy-test-worker", job["frames_total"], video)
+    kps = [[video["width"] / 2 + 10 * k, video["height"] / 2, 0.9] for k in range(17)]
+    q.write_frames(job_id, {i: {"frame_index": i, "timestamp_s": i / video["fps"], "instances": [
+        {"track_id": 0, "bbox": [0.0, 0.0, video["width"], video["height"]], "score": 0.9, "keypoints": kps}]}
+        for i in range(job["frames_total"])})
+    assert q.finish(job_id, model, entry, "succeeded")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -129,6 +150,12 @@ def test_api_serves_a_clip_without_left_out_packages(project_deps, api_deps, red
         assert bad.status_code == 422, bad.text  # the OpenCV probe runs in this process
         metrics = httpx.get(f"{base}/metrics", timeout=10)
         assert metrics.status_code == 200 and "vidpose_jobs_submitted_total" in metrics.text
+        assert "<html" in httpx.get(f"{base}/", timeout=10).text.lower()  # the web page
+        # Finish the job as a worker would (one full-frame person per frame): the API renders its
+        # overlay (OpenCV + PyAV) in this process, with the left-out packages unimportable.
+        finish_like_a_worker(redis_server.url, env["VIDPOSE_KEY_PREFIX"], job["job_id"])
+        overlay = httpx.get(f"{base}/jobs/{job['job_id']}/overlay.mp4", timeout=120)
+        assert overlay.status_code == 200 and overlay.content[4:8] == b"ftyp", overlay.text[:500]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
