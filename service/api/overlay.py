@@ -79,7 +79,7 @@ def _full_result(queue: JobQueue, job: dict, page: int) -> dict:
 
 def _render(settings: Settings, queue: JobQueue, blobs: BlobStore, job: dict, path: Path) -> None:
     """Render the job's overlay into `path` (blocking: run in a thread)."""
-    from service.render import RenderError, render_overlay  # OpenCV + PyAV: loaded on first use
+    from service.render.overlay import RenderError, render_overlay  # OpenCV + PyAV: loaded on first use
 
     job_id = job["job_id"]
     try:

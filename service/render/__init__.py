@@ -1,5 +1,5 @@
-"""Skeleton overlay videos: draw a result's poses on the clip's frames and encode H.264 (no torch)."""
+"""Skeleton overlay videos: draw a result's poses on the clip's frames and encode H.264 (no torch).
 
-from service.render.overlay import RenderError, load_result, missing_frames, render_overlay
-
-__all__ = ["RenderError", "load_result", "missing_frames", "render_overlay"]
+`service.render.overlay` holds the entry points (render_overlay, load_result, ...). This file imports
+nothing, so registering `vidpose render` does not load OpenCV and PyAV for every `vidpose` command.
+"""

@@ -23,7 +23,7 @@ def register(sub) -> None:
 def run_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from service.render import RenderError, load_result, missing_frames, render_overlay
+    from service.render.overlay import RenderError, load_result, missing_frames, render_overlay
     from service.settings import get_settings
 
     min_score = args.min_score if args.min_score is not None else get_settings().overlay_min_score

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from model.keypoints import COCO_SKELETON
-from service.render import RenderError, missing_frames, render_overlay
 from service.render.draw import track_colour
+from service.render.overlay import RenderError, missing_frames, render_overlay
 
 LEFT_WRIST, RIGHT_WRIST = 9, 10
 WRISTS = {LEFT_WRIST: (700, 200), RIGHT_WRIST: (700, 330)}

@@ -18,7 +18,7 @@ def make_settings(redis_server, tiny_checkpoint, tmp_path, **kw):
                 models_dir=tiny_checkpoint.parent, default_model="test-model", worker_metrics_port=0,
                 worker_threads=1, worker_max_batch=4, worker_max_wait_ms=5, worker_heartbeat_s=0.2,
                 worker_reclaim_idle_ms=60000,
-                detector="full-frame")  # queue mechanics: one box per frame (detection: test_default_detector_*)
+                detector="full-frame")  # queue mechanics: one box per frame (hog: test_default_detector_*)
     base.update(kw)
     return Settings(**base)
 
