@@ -16,7 +16,8 @@ from service.settings import Settings, get_settings
 
 DESCRIPTION = """\
 Video human-pose estimation as a service. Submit a clip with `POST /estimate` (multipart: `video` file,
-optional `options` JSON), poll `GET /jobs/{id}`, then page through `GET /jobs/{id}/result`.
+optional `options` JSON), poll `GET /jobs/{id}`, then page through `GET /jobs/{id}/result` or watch
+`GET /jobs/{id}/overlay.mp4` (the clip with the tracked skeletons). A web page for all of this is at `/`.
 Every route of the jobs API is also served under `/v1`. When API keys are configured, send
 `Authorization: Bearer <key>`. Errors are `{"error": {"code", "message"}}`.
 """
