@@ -13,6 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from model import heatmaps as hm
 from model.config import PoseModelConfig
 
 
@@ -57,10 +58,14 @@ class ViTBackbone(VisionTransformer):
 
 
 class SimpleHead(nn.Module):
-    """ViTPose's TopdownHeatmapSimpleHead: 2 x [deconv 4x4 /2, BN, ReLU] then a 1x1 conv to K."""
+    """ViTPose's TopdownHeatmapSimpleHead: 2 x [deconv 4x4 /2, BN, ReLU] then a 1x1 conv to K.
+
+    Implements the head interface of model/backbones.py (pyramid / predict / decode).
+    """
 
     def __init__(self, in_channels: int, channels: int, num_keypoints: int):
         super().__init__()
+        self.channels = {16: in_channels, 8: channels, 4: channels}
         self.deconv_layers = nn.Sequential(
             nn.ConvTranspose2d(in_channels, channels, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(channels),
@@ -81,6 +86,16 @@ class SimpleHead(nn.Module):
         f8 = self.deconv_layers[2](self.deconv_layers[1](self.deconv_layers[0](x)))
         f4 = self.deconv_layers[5](self.deconv_layers[4](self.deconv_layers[3](f8)))
         return f8, f4
+
+    def pyramid(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (tokens, *self.deconv(tokens))
+
+    def predict(self, f4: torch.Tensor) -> dict:
+        return {"heatmaps": self.final_layer(f4)}
+
+    @staticmethod
+    def decode(heatmaps: torch.Tensor, prediction: dict | None = None) -> torch.Tensor:
+        return hm.decode_heatmaps(heatmaps.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.deconv(x)[1])

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 class PoseModelConfig:
     name: str = "tiny-cpu"
 
-    # --- backbone: plain ViT (timm) + ViTPose simple head -------------------
+    # --- backbone: an entry of model/backbones.py's registry -----------------
+    backbone: str = "vit"  # "vit" (timm ViT + ViTPose simple head) or "movenet" (MobileNetV2-FPN + heads)
+    width_mult: float = 1.0  # movenet: MobileNetV2 width (Thunder 1.75, Lightning 1.0)
+    # vit fields
     embed_dim: int = 192
     depth: int = 12
     num_heads: int = 3
@@ -27,7 +30,7 @@ class PoseModelConfig:
     num_keypoints: int = 17
     head_channels: int = 256  # width of the two deconv layers of the simple head
     drop_path_rate: float = 0.0
-    freeze_backbone: bool = False
+    freeze_backbone: bool | str = False  # True/"backbone", or "single-frame" (backbone + its head)
 
     # --- temporal encoder (GLS-Mamba) ---------------------------------------
     temporal: bool = True
@@ -59,6 +62,10 @@ class PoseModelConfig:
     def key_index(self) -> int:
         """Position of the key frame inside a window."""
         return self.window // 2
+
+    @property
+    def heatmap_stride(self) -> int:
+        return self.input_size[1] // self.heatmap_size[1]
 
     @property
     def patch_grid(self) -> tuple[int, int]:
@@ -102,6 +109,17 @@ def _vit(embed_dim: int, depth: int, num_heads: int) -> dict:
     return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
 
 
+def _movenet(name: str, width: float, size: int) -> PoseModelConfig:
+    # Google's MoveNet SinglePose (weights via `vidpose import-tfjs`); temporal at 1/16 and the
+    # diffusion head as in tiny-cpu so the CPU budget holds (bench/model_bench.py).
+    return PoseModelConfig(
+        name=name, backbone="movenet", width_mult=width, input_size=(size, size),
+        heatmap_size=(size // 4, size // 4), temporal_stride=16, temporal_dim=32,
+        local_window=(size // 32, size // 32), diffusion=True, diffusion_steps=1, hypotheses=1,
+        diffusion_dim=32,
+    )
+
+
 PRESETS: dict[str, PoseModelConfig] = {
     # CPU / CI: trains from scratch in minutes. The temporal encoder dominates CPU cost
     # (bench/model_bench.py, 1 thread, CPU ms per key frame with feature reuse): 1/8 dim 64 ~1500,
@@ -127,6 +145,8 @@ PRESETS: dict[str, PoseModelConfig] = {
         global_blocks=2, local_blocks=1, diffusion=True, diffusion_steps=1, hypotheses=5,
         diffusion_dim=96,
     ),
+    "movenet-thunder": _movenet("movenet-thunder", 1.75, 256),
+    "movenet-lightning": _movenet("movenet-lightning", 1.0, 192),
     "huge": PoseModelConfig(
         name="huge", **_vit(1280, 32, 16), temporal_stride=4, temporal_dim=128,
         global_blocks=2, local_blocks=1, diffusion=True, diffusion_steps=1, hypotheses=5,

@@ -1,14 +1,16 @@
-"""PoseModel: per-frame ViT backbone + simple head, optional temporal encoder and diffusion head.
+"""PoseModel: per-frame backbone + its single-frame head, optional temporal encoder and diffusion head.
 
     frames (B, T, 3, H, W)
       -> encode_frames: backbone per frame -> feats (B, T, C, gh, gw)      [cacheable per video frame]
       -> decode_windows:
-           key frame feats -> deconv -> f8 (1/8), f4 (1/4) -> final_layer -> base_heatmaps
+           key frame feats -> head.pyramid -> f16, f8, f4 (1/4) -> head.predict -> base prediction
            temporal: TemporalEncoder(all T) -> zero-init 1x1 proj -> resize -> f4 + it = fused
-           fused -> final_layer -> heatmaps (deterministic)
+           fused -> head.predict -> heatmaps (deterministic)
            diffusion: DDIM on (f16, f8, fused), prior = deterministic heatmaps -> heatmaps
-Zero-initialised temporal projection and diffusion correction mean an untrained
-model predicts exactly its single-frame base heatmaps.
+      -> decode_keypoints: head.decode (ViT: heatmap peak; MoveNet: its centre-weighted peak + offsets)
+The backbone and head come from the registry in model/backbones.py (cfg.backbone). Zero-initialised
+temporal projection and diffusion correction mean an untrained model predicts exactly its
+single-frame base heatmaps.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model import heatmaps as hm
-from model.backbone import SimpleHead, ViTBackbone
+from model.backbones import build_backbone, entry
 from model.config import PoseModelConfig
 from model.diffusion import DiffusionCond, HeatmapDiffusion, weighted_mse
 
@@ -27,38 +29,51 @@ class PoseModel(nn.Module):
     def __init__(self, cfg: PoseModelConfig):
         super().__init__()
         self.cfg = cfg
-        gh, gw = cfg.patch_grid
-        if (gh * 4, gw * 4) != tuple(cfg.heatmap_size):
-            raise ValueError(f"heatmap_size {tuple(cfg.heatmap_size)} must be 4x the patch grid {(gh, gw)}")
         if cfg.diffusion_init not in ("noise", "prior"):
             raise ValueError(f"diffusion_init must be 'noise' or 'prior', got {cfg.diffusion_init!r}")
-        self.backbone = ViTBackbone(cfg)
-        self.keypoint_head = SimpleHead(cfg.embed_dim, cfg.head_channels, cfg.num_keypoints)
+        self.backbone, self.keypoint_head = build_backbone(cfg)
+        ch = self.keypoint_head.channels
         if cfg.temporal:
             from model.temporal import TemporalEncoder  # H1's GLS-Mamba encoder
 
-            self.temporal_encoder = TemporalEncoder(cfg, in_channels=cfg.embed_dim)
-            self.temporal_proj = nn.Conv2d(cfg.temporal_dim, cfg.head_channels, 1)
+            self.temporal_encoder = TemporalEncoder(cfg, in_channels=entry(cfg).feature_channels(cfg))
+            self.temporal_proj = nn.Conv2d(cfg.temporal_dim, ch[4], 1)
             nn.init.zeros_(self.temporal_proj.weight)
             nn.init.zeros_(self.temporal_proj.bias)
         if cfg.diffusion:
-            self.diffusion = HeatmapDiffusion(cfg, c16=cfg.embed_dim, c8=cfg.head_channels,
-                                              c4=cfg.head_channels)
+            self.diffusion = HeatmapDiffusion(cfg, c16=ch[16], c8=ch[8], c4=ch[4])
         self.set_backbone_frozen(cfg.freeze_backbone)
 
     # ------------------------------------------------------------------ freezing
-    def set_backbone_frozen(self, frozen: bool) -> None:
-        """Frozen backbone: no grads, and kept in eval mode (no drop-path) even under .train()."""
-        self._backbone_frozen = bool(frozen)
-        for p in self.backbone.parameters():
-            p.requires_grad_(not frozen)
-        if frozen:
-            self.backbone.eval()
+    def _frozen_modules(self) -> list[nn.Module]:
+        # "backbone": the feature extractor; "single-frame": also its head (a pretrained single-frame
+        # model kept exactly, so that only the temporal encoder and diffusion head learn)
+        if self._freeze == "single-frame":
+            return [self.backbone, self.keypoint_head]
+        return [self.backbone] if self._freeze == "backbone" else []
+
+    def set_backbone_frozen(self, frozen: bool | str) -> None:
+        """Frozen parts: no grads, and kept in eval mode (no drop-path, BN stats) even under .train().
+
+        frozen: False, True / "backbone", or "single-frame" (backbone and its single-frame head).
+        """
+        mode = {False: "", True: "backbone", "": "", "backbone": "backbone", "single-frame": "single-frame"}
+        if frozen not in mode:
+            raise ValueError(f"freeze_backbone must be false, true, 'backbone' or 'single-frame', got {frozen!r}")
+        self._freeze = mode[frozen]
+        self._backbone_frozen = bool(self._freeze)
+        for module in (self.backbone, self.keypoint_head):
+            for p in module.parameters():
+                p.requires_grad_(True)
+        for module in self._frozen_modules():
+            for p in module.parameters():
+                p.requires_grad_(False)
+            module.eval()
 
     def train(self, mode: bool = True) -> PoseModel:
         super().train(mode)
-        if self._backbone_frozen:
-            self.backbone.eval()
+        for module in self._frozen_modules():
+            module.eval()
         return self
 
     # ------------------------------------------------------------------ forward
@@ -75,23 +90,25 @@ class PoseModel(nn.Module):
         if feats.dim() != 5 or feats.shape[1] != cfg.window:
             raise ValueError(f"expected features (B, T={cfg.window}, C, gh, gw), got {tuple(feats.shape)}")
         key = feats[:, cfg.key_index]
-        f8, f4 = self.keypoint_head.deconv(key)
-        base = self.keypoint_head.final_layer(f4)
+        f16, f8, f4 = self.keypoint_head.pyramid(key)
+        base = self.keypoint_head.predict(f4)
         fused, det = f4, base
         if cfg.temporal:
             t = self.temporal_proj(self.temporal_encoder(feats))
             if t.shape[-2:] != f4.shape[-2:]:
                 t = F.interpolate(t, size=f4.shape[-2:], mode="bilinear", align_corners=False)
             fused = f4 + t
-            det = self.keypoint_head.final_layer(fused)
-        return {"key": key, "f8": f8, "fused": fused, "base_heatmaps": base, "det_heatmaps": det}
+            det = self.keypoint_head.predict(fused)
+        return {"key": f16, "f8": f8, "fused": fused, "base": base, "det": det,
+                "base_heatmaps": base["heatmaps"], "det_heatmaps": det["heatmaps"]}
 
     def _cond(self, parts: dict) -> DiffusionCond:
         return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
 
     def decode_windows(self, feats: torch.Tensor, generator: torch.Generator | None = None,
                        diffusion_steps: int | None = None, hypotheses: int | None = None) -> dict:
-        """feats (B, T, C, gh, gw) -> {"heatmaps", "base_heatmaps"} (B, K, h, w) for the key frame T//2.
+        """feats (B, T, C, gh, gw) -> {"heatmaps", "base_heatmaps"} (B, K, h, w) for the key frame T//2,
+        plus "prediction" / "base_prediction": the head's full outputs (what decode_keypoints needs).
 
         Without temporal, only the key frame's features are used (the others may be anything).
         diffusion_steps / hypotheses override the config's S / K for this call; S = 0 skips
@@ -108,7 +125,8 @@ class PoseModel(nn.Module):
             init = heat if cfg.diffusion_init == "prior" else None
             heat = self.diffusion.sample(self._cond(parts), steps=steps, hypotheses=k, generator=generator,
                                          init=init, init_step=cfg.diffusion_init_step)
-        return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"]}
+        return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"], "prediction": parts["det"],
+                "base_prediction": parts["base"]}
 
     def _encode_windows(self, frames: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -127,13 +145,19 @@ class PoseModel(nn.Module):
         """frames (B, T, 3, H, W) normalised crops -> {"heatmaps", "base_heatmaps"} (B, K, h, w)."""
         return self.decode_windows(self._encode_windows(frames), generator=generator)
 
+    def decode_keypoints(self, out: dict, base: bool = False) -> torch.Tensor:
+        """decode_windows' output -> (B, K, 3) float32: x, y in heatmap cells (sub-pixel) and score.
+
+        base=True decodes the single-frame branch. Decoded in float32 whatever the dtype: bf16
+        cannot hold sub-pixel coordinates (its step is 0.25 between 32 and 64).
+        """
+        if base:
+            return self.keypoint_head.decode(out["base_heatmaps"].float(), out["base_prediction"])
+        return self.keypoint_head.decode(out["heatmaps"].float(), out["prediction"])
+
     @staticmethod
     def decode_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) -> (B, K, 3) float32: x, y in heatmap cells (sub-pixel) and score.
-
-        Decoded in float32 whatever the heatmaps' dtype: bf16 cannot hold sub-pixel
-        coordinates (its step is 0.25 between 32 and 64).
-        """
+        """(B, K, h, w) -> (B, K, 3) float32 by heatmap peak alone (DARK-style sub-pixel refinement)."""
         return hm.decode_heatmaps(heatmaps.float())
 
     # ------------------------------------------------------------------ training

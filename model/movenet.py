@@ -1,0 +1,206 @@
+"""MoveNet SinglePose as PyTorch modules: MobileNetV2 + FPN backbone, four stride-4 heads, its decoding.
+
+    crop (N, 3, S, S) RGB, (x - 127.5) / 127.5
+      -> MobileNetV2 (width multiplier: Thunder 1.75, Lightning 1.0) taps at strides 4, 8, 16, 32
+      -> FPN: top-down, lateral 1x1 + bilinear x2 + separable conv -> (N, 24, S/4, S/4)   [the cached features]
+      -> MoveNetHead, four branches (separable conv 96 + ReLU, 1x1):
+           heatmaps (K, after sigmoid), centre (1, after sigmoid), regression (2K), offsets (2K)
+      -> decode: person centre = argmax(centre x centre prior); per joint, the heatmap re-weighted by the
+         inverse distance to the centre's regressed joint position, its argmax + sub-cell offset.
+
+BatchNorm is folded into the convolutions' biases (as in the released graphs), so every conv has a
+bias and the modules train as they are. TensorFlow's 'SAME' padding is kept exactly: stride-2 3x3
+convolutions pad one pixel at the bottom/right only. The weights come from Google's released graphs
+through `model/import_tfjs.py`; nothing here knows a TF node name.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CENTER_DISTANCE_BIAS = 1.8  # MoveNet's constant in 1 / (distance + 1.8), both for the centre prior and joints
+# MobileNetV2 stages: (expansion t, channels c, repeats n, first stride s)
+MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                       (6, 160, 3, 2), (6, 320, 1, 1))
+FPN_TAPS = {4: 2, 8: 5, 16: 9}  # stride -> index of the inverted-residual block whose output the FPN reads
+FPN_CHANNELS = (64, 32, 24, 24)  # laterals at strides 32/16, 8, 4 and the stride-4 output
+HEAD_CHANNELS = 96
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Keras/TF MobileNet channel rounding."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+class SameConv2d(nn.Conv2d):
+    """nn.Conv2d with TensorFlow 'SAME' padding (asymmetric for even inputs at stride 2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        ih, iw = x.shape[-2:]
+        ph = max((-(-ih // sh) - 1) * sh + kh - ih, 0)
+        pw = max((-(-iw // sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, bias: bool = True) -> SameConv2d:
+    return SameConv2d(cin, cout, k, stride=stride, groups=groups, bias=bias)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 project; residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = conv(cin, hidden) if expansion != 1 else None
+        self.depthwise = conv(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.project = conv(hidden, cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self.expand(x)) if self.expand is not None else x
+        y = self.project(F.relu6(self.depthwise(y)))
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    """Returns the features the FPN reads: {4: ..., 8: ..., 16: ..., 32: last 1x1 conv (1280)}."""
+
+    def __init__(self, width: float):
+        super().__init__()
+        stem = make_divisible(32 * width)
+        self.stem = conv(3, stem, 3, stride=2)
+        blocks, cin = [], stem
+        for t, c, n, s in MOBILENET_V2_STAGES:
+            cout = make_divisible(c * width)
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.last = conv(cin, 1280)  # 1280 whatever the width (the released graphs: Conv_1 -> 1280)
+        self.tap_channels = {s: blocks[i].project.out_channels for s, i in FPN_TAPS.items()}
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        x = F.relu6(self.stem(x))
+        taps = {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            for s, j in FPN_TAPS.items():
+                if i == j:
+                    taps[s] = x
+        taps[32] = F.relu6(self.last(x))
+        return taps
+
+
+class SeparableConv(nn.Module):
+    """3x3 depthwise (no bias) then 1x1 (bias) and ReLU: Keras SeparableConv2D(activation='relu')."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.depthwise = conv(cin, cin, 3, groups=cin, bias=False)
+        self.pointwise = conv(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.pointwise(self.depthwise(x)))
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    # TF ResizeBilinear with half_pixel_centers == PyTorch's align_corners=False
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class MoveNetBackbone(nn.Module):
+    """MobileNetV2 + FPN: (N, 3, S, S) normalised crop -> (N, 24, S/4, S/4)."""
+
+    def __init__(self, width: float):
+        super().__init__()
+        self.mobilenet = MobileNetV2(width)
+        c32, c16, c8, c4 = FPN_CHANNELS
+        taps = self.mobilenet.tap_channels
+        self.lateral32 = conv(1280, c32)
+        self.lateral16 = conv(taps[16], c32)
+        self.smooth16 = SeparableConv(c32, c16)
+        self.lateral8 = conv(taps[8], c16)
+        self.smooth8 = SeparableConv(c16, c8)
+        self.lateral4 = conv(taps[4], c8)
+        self.smooth4 = SeparableConv(c8, c4)
+        self.out_channels = c4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.mobilenet(x)
+        y = self.smooth16(upsample2(self.lateral32(t[32])) + self.lateral16(t[16]))
+        y = self.smooth8(upsample2(y) + self.lateral8(t[8]))
+        return self.smooth4(upsample2(y) + self.lateral4(t[4]))
+
+
+class HeadBranch(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(SeparableConv(cin, HEAD_CHANNELS), conv(HEAD_CHANNELS, cout))
+
+
+class MoveNetHead(nn.Module):
+    """The four stride-4 heads on (fused) stride-4 features, and MoveNet's keypoint decoding.
+
+    `pyramid` gives the diffusion head its 1/16 and 1/8 conditioning by average-pooling the stride-4
+    features (the backbone caches one map per crop, the finest).
+    """
+
+    fuse_stride = 4
+
+    def __init__(self, in_channels: int, num_keypoints: int, heatmap_size: tuple[int, int]):
+        super().__init__()
+        k = num_keypoints
+        self.heatmap = HeadBranch(in_channels, k)
+        self.center = HeadBranch(in_channels, 1)
+        self.regress = HeadBranch(in_channels, 2 * k)
+        self.offset = HeadBranch(in_channels, 2 * k)
+        self.channels = {16: in_channels, 8: in_channels, 4: in_channels}
+        h, w = heatmap_size
+        ys = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+        xs = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
+        # the centre prior: people are cropped centred, so prefer the centre-most person
+        dist = torch.sqrt((ys - h / 2) ** 2 + (xs - w / 2) ** 2)
+        self.register_buffer("center_prior", 1.0 / (dist + CENTER_DISTANCE_BIAS), persistent=False)
+        self.register_buffer("grid_y", ys.clone(), persistent=False)
+        self.register_buffer("grid_x", xs.clone(), persistent=False)
+
+    def pyramid(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return F.avg_pool2d(feats, 4), F.avg_pool2d(feats, 2), feats
+
+    def predict(self, f4: torch.Tensor) -> dict:
+        return {"heatmaps": torch.sigmoid(self.heatmap(f4)), "center": torch.sigmoid(self.center(f4)),
+                "regress": self.regress(f4), "offset": self.offset(f4)}
+
+    def decode(self, heatmaps: torch.Tensor, aux: dict) -> torch.Tensor:
+        """(B, K, h, w) heatmaps + the same prediction's centre/regress/offset -> (B, K, 3) float32.
+
+        x, y in heatmap cells in vidpose's convention (integer = cell centre; MoveNet's own output
+        is (cell + offset) / size with 0 at the crop's edge, i.e. half a cell less here), score =
+        the heatmap value at the chosen cell.
+        """
+        heat = heatmaps.float()
+        b, k, h, w = heat.shape
+        n = torch.arange(b, device=heat.device)
+        center = aux["center"].float()[:, 0] * self.center_prior  # (B, h, w)
+        ci = center.flatten(1).argmax(1)
+        cy, cx = torch.div(ci, w, rounding_mode="floor"), ci % w
+        reg = aux["regress"].float()[n, :, cy, cx].view(b, k, 2)  # (dy, dx) per joint from the centre
+        ry = cy[:, None].float() + reg[..., 0]
+        rx = cx[:, None].float() + reg[..., 1]
+        dist = torch.sqrt((self.grid_y - ry[..., None, None]) ** 2 + (self.grid_x - rx[..., None, None]) ** 2)
+        ki = (heat / (dist + CENTER_DISTANCE_BIAS)).flatten(2).argmax(2)  # (B, K)
+        ky, kx = torch.div(ki, w, rounding_mode="floor"), ki % w
+        nb = n[:, None].expand(b, k)
+        joints = torch.arange(k, device=heat.device)[None].expand(b, k)
+        off = aux["offset"].float().view(b, k, 2, h, w)[nb, joints, :, ky, kx]  # (B, K, 2) = (dy, dx)
+        score = heat[nb, joints, ky, kx]
+        x = kx.float() + off[..., 1] - 0.5
+        y = ky.float() + off[..., 0] - 0.5
+        return torch.stack([x, y, score], dim=-1)
