@@ -147,7 +147,7 @@ def pose_maps(data: Path, checkpoint: Path, boxes: dict[str, dict[int, np.ndarra
     from training.transforms import AugmentConfig
 
     torch.set_num_threads(2)
-    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    model, meta = load_checkpoint(checkpoint, map_location="cpu")
     model.eval()
     root = data / "posetrack18"
     gt_ds = PoseTrackDataset(root / "annotations" / "val", root, model.cfg, train=False,
@@ -158,7 +158,8 @@ def pose_maps(data: Path, checkpoint: Path, boxes: dict[str, dict[int, np.ndarra
         if len(ds) == 0:
             out[name] = {"people": 0, "map": None}
             continue
-        scores = posetrack_scores(ds, predict(model, ds, batch_size=16))
+        scores = posetrack_scores(ds, predict(model, ds, batch_size=16),
+                                  model_keypoints=meta["keypoints"] or None)
         out[name] = {"people": len(ds), "map": scores["map"]}
     return out
 

@@ -34,10 +34,16 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(model, path, info: dict | None = None, keypoints: list[str] | None = None,
-                    skeleton: list | None = None) -> Path:
-    """Write `model` (a PoseModel) to a single .safetensors file (atomically: temp file + rename)."""
+                    skeleton: list | None = None, storage_dtype=None) -> Path:
+    """Write `model` (a PoseModel) to a single .safetensors file (atomically: temp file + rename).
+
+    storage_dtype (e.g. torch.float16): floating tensors are stored in it (halves the file);
+    loading casts them back to the model's parameter dtype.
+    """
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     k = model.cfg.num_keypoints
     coco = k == len(COCO_KEYPOINTS)
     if keypoints is None:

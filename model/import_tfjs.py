@@ -74,7 +74,8 @@ def _find(graph: TfjsGraph, prefix: str, op: str, act: str | None) -> str:
             and (act is None or act in n.attr.get("fused_ops", []))
             and (act is not None or len(n.attr.get("fused_ops", [])) <= 1)]
     if len(hits) != 1:
-        raise ImportTfjsError(f"expected one {op}{'+' + act if act else ''} node under {prefix!r}, found {hits}")
+        what = op + ("+" + act if act else "")
+        raise ImportTfjsError(f"expected one {what} node under {prefix!r}, found {hits}")
     return hits[0]
 
 
@@ -82,27 +83,26 @@ def movenet_state(graph: TfjsGraph, model) -> dict[str, torch.Tensor]:
     """The backbone + keypoint_head state dict of a movenet PoseModel from the graph."""
     mods: dict[str, dict] = {}
     mb = model.backbone.mobilenet
-    mods["backbone.mobilenet.stem"] = _kernel(graph, _MB + "Conv1_relu/Relu6", "_FusedConv2D", "Relu6", 2, mb.stem)
+    conv, dwconv = "_FusedConv2D", "FusedDepthwiseConv2dNative"
+    mods["backbone.mobilenet.stem"] = _kernel(graph, _MB + "Conv1_relu/Relu6", conv, "Relu6", 2, mb.stem)
     for i, block in enumerate(mb.blocks):
-        name = "expanded_conv" if i == 0 else f"block_{i}"
+        tf = _MB + ("expanded_conv" if i == 0 else f"block_{i}")
         pre = f"backbone.mobilenet.blocks.{i}."
-        stride = block.depthwise.stride[0]
         if block.expand is not None:
-            mods[pre + "expand"] = _kernel(graph, f"{_MB}{name}_expand_relu/Relu6", "_FusedConv2D", "Relu6", 1,
-                                           block.expand)
-        mods[pre + "depthwise"] = _kernel(graph, f"{_MB}{name}_depthwise/depthwise", "FusedDepthwiseConv2dNative",
-                                          "Relu6", stride, block.depthwise)
-        mods[pre + "project"] = _kernel(graph, f"{_MB}{name}_project_BN/FusedBatchNormV3", "_FusedConv2D", None, 1,
+            mods[pre + "expand"] = _kernel(graph, f"{tf}_expand_relu/Relu6", conv, "Relu6", 1, block.expand)
+        mods[pre + "depthwise"] = _kernel(graph, f"{tf}_depthwise/depthwise", dwconv, "Relu6",
+                                          block.depthwise.stride[0], block.depthwise)
+        mods[pre + "project"] = _kernel(graph, f"{tf}_project_BN/FusedBatchNormV3", conv, None, 1,
                                         block.project)
-    mods["backbone.mobilenet.last"] = _kernel(graph, _MB + "out_relu/Relu6", "_FusedConv2D", "Relu6", 1, mb.last)
+    mods["backbone.mobilenet.last"] = _kernel(graph, _MB + "out_relu/Relu6", conv, "Relu6", 1, mb.last)
     bb = model.backbone
     for i, lat in enumerate(("lateral32", "lateral16", "lateral8", "lateral4")):
         node = f"{_FE}conv2d{'_' + str(i) if i else ''}/BiasAdd"
-        mods[f"backbone.{lat}"] = _kernel(graph, node, "_FusedConv2D", None, 1, getattr(bb, lat))
+        mods[f"backbone.{lat}"] = _kernel(graph, node, conv, None, 1, getattr(bb, lat))
     for i, sm in enumerate(("smooth16", "smooth8", "smooth4")):
         sfx = f"_{i}" if i else ""
-        sep = _separable(graph, f"{_FE}separable_conv2d{sfx}/separable_conv2d/depthwise", f"{_FE}re_lu{sfx}/Relu",
-                         getattr(bb, sm))
+        sep = _separable(graph, f"{_FE}separable_conv2d{sfx}/separable_conv2d/depthwise",
+                         f"{_FE}re_lu{sfx}/Relu", getattr(bb, sm))
         for part, v in sep.items():
             mods[f"backbone.{sm}.{part}"] = v
     head = model.keypoint_head
@@ -110,14 +110,14 @@ def movenet_state(graph: TfjsGraph, model) -> dict[str, torch.Tensor]:
         scope = "StatefulPartitionedCall/" + name
         branch = getattr(head, attr)
         dw = _find(graph, scope + "/", "DepthwiseConv2dNative", None)
-        pw = _find(graph, scope + "/", "_FusedConv2D", "Relu")
-        last = [n.name for n in graph.nodes.values() if n.name.startswith(scope + "/") and n.op == "_FusedConv2D"
+        pw = _find(graph, scope + "/", conv, "Relu")
+        last = [n.name for n in graph.nodes.values() if n.name.startswith(scope + "/") and n.op == conv
                 and n.attr.get("fused_ops") == ["BiasAdd"]]
         if len(last) != 1:
             raise ImportTfjsError(f"{scope}: expected one output conv, found {last}")
         for part, v in _separable(graph, dw, pw, branch[0]).items():
             mods[f"keypoint_head.{attr}.0.{part}"] = v
-        mods[f"keypoint_head.{attr}.1"] = _kernel(graph, last[0], "_FusedConv2D", None, 1, branch[1])
+        mods[f"keypoint_head.{attr}.1"] = _kernel(graph, last[0], conv, None, 1, branch[1])
     return {f"{m}.{k}": v for m, params in mods.items() for k, v in params.items()}
 
 
@@ -172,8 +172,9 @@ def import_movenet(source, variant: str = "movenet-thunder", **overrides):
     return model, info
 
 
-def convert_movenet(source, out_path, variant: str = "movenet-thunder", **overrides) -> Path:
+def convert_movenet(source, out_path, variant: str = "movenet-thunder", fp16: bool = False,
+                    **overrides) -> Path:
     from model.checkpoint import save_checkpoint
 
     model, info = import_movenet(source, variant, **overrides)
-    return save_checkpoint(model, out_path, info=info)
+    return save_checkpoint(model, out_path, info=info, storage_dtype=torch.float16 if fp16 else None)

@@ -2,7 +2,7 @@
 
     crop (N, 3, S, S) RGB, (x - 127.5) / 127.5
       -> MobileNetV2 (width multiplier: Thunder 1.75, Lightning 1.0) taps at strides 4, 8, 16, 32
-      -> FPN: top-down, lateral 1x1 + bilinear x2 + separable conv -> (N, 24, S/4, S/4)   [the cached features]
+      -> FPN: top-down, lateral 1x1 + bilinear x2 + separable conv -> (N, 24, S/4, S/4)  [cached per crop]
       -> MoveNetHead, four branches (separable conv 96 + ReLU, 1x1):
            heatmaps (K, after sigmoid), centre (1, after sigmoid), regression (2K), offsets (2K)
       -> decode: person centre = argmax(centre x centre prior); per joint, the heatmap re-weighted by the
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CENTER_DISTANCE_BIAS = 1.8  # MoveNet's constant in 1 / (distance + 1.8), both for the centre prior and joints
+CENTER_DISTANCE_BIAS = 1.8  # MoveNet's 1 / (distance + 1.8), for the centre prior and the joints
 # MobileNetV2 stages: (expansion t, channels c, repeats n, first stride s)
 MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                        (6, 160, 3, 2), (6, 320, 1, 1))
@@ -54,7 +54,7 @@ def conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, bias
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 project; residual when shapes match."""
+    """MobileNetV2 block: 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 project; residual if shapes match."""
 
     def __init__(self, cin: int, cout: int, stride: int, expansion: int):
         super().__init__()

@@ -59,7 +59,7 @@ class PoseModel(nn.Module):
         """
         mode = {False: "", True: "backbone", "": "", "backbone": "backbone", "single-frame": "single-frame"}
         if frozen not in mode:
-            raise ValueError(f"freeze_backbone must be false, true, 'backbone' or 'single-frame', got {frozen!r}")
+            raise ValueError(f"freeze_backbone: false, true, 'backbone' or 'single-frame', not {frozen!r}")
         self._freeze = mode[frozen]
         self._backbone_frozen = bool(self._freeze)
         for module in (self.backbone, self.keypoint_head):

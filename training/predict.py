@@ -55,8 +55,8 @@ def predict(model, dataset: Dataset, batch_size: int = 16, device: str | torch.d
                 feats = model.encode_frames(frames.flatten(0, 1)).unflatten(0, (b, t))
                 res = model.decode_windows(feats, generator=gen, diffusion_steps=diffusion_steps,
                                            hypotheses=hypotheses)
-            kp = model.decode_heatmaps(res["heatmaps"].float()).cpu().numpy()
-            base = model.decode_heatmaps(res["base_heatmaps"].float()).cpu().numpy()
+            kp = model.decode_keypoints(res).cpu().numpy()
+            base = model.decode_keypoints(res, base=True).cpu().numpy()
             affines = batch["affine"].numpy().astype(np.float64)
             for i in range(len(affines)):
                 out["kp"].append(heatmap_points_to_image(kp[i], affines[i], stride))

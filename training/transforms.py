@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.backbones import InputSpec
 from model.heatmaps import (
     apply_affine,
     box_to_center_size,
@@ -138,16 +139,16 @@ def color_jitter(crop_rgb: np.ndarray, params: AugmentParams) -> np.ndarray:
 
 
 def crop_frame(image_rgb: np.ndarray, m: np.ndarray, input_size: tuple[int, int],
-               params: AugmentParams) -> np.ndarray:
-    """One frame -> normalised (3, H, W) float32 crop."""
-    crop = warp_crop(image_rgb, m, input_size)
-    return normalize_crop(color_jitter(crop, params))
+               params: AugmentParams, spec: InputSpec | None = None) -> np.ndarray:
+    """One frame -> normalised (3, H, W) float32 crop (the backbone's `spec`; ImageNet stats if None)."""
+    crop = color_jitter(warp_crop(image_rgb, m, input_size), params)
+    return spec.normalize(crop) if spec is not None else normalize_crop(crop)
 
 
 # --------------------------------------------------------------------------- one window
 def make_window(images: list[np.ndarray], boxes, key_keypoints, input_size: tuple[int, int],
                 heatmap_size: tuple[int, int], flip_perm, params: AugmentParams | None = None,
-                key_index: int | None = None, sigma: float = 3.0) -> dict:
+                key_index: int | None = None, sigma: float = 3.0, spec: InputSpec | None = None) -> dict:
     """Crops, targets and geometry for one person window.
 
     images: T RGB uint8 frames; boxes: T COCO xywh boxes (that person in that
@@ -165,7 +166,7 @@ def make_window(images: list[np.ndarray], boxes, key_keypoints, input_size: tupl
     key = None
     for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
         m, center, size = frame_affine(box, input_size, params)
-        frames[i] = crop_frame(image, m, input_size, params)
+        frames[i] = crop_frame(image, m, input_size, params, spec)
         if i == key_index:
             key = (m, center, size)
     m, center, size = key

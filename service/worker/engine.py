@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.backbones import InputSpec, input_spec
 from model.checkpoint import load_checkpoint
 from service.metrics import MODEL_FORWARD
 from service.worker.modelfiles import ModelNotFound, resolve_model  # noqa: F401 (re-exported)
@@ -85,6 +86,11 @@ class Engine:
         return tuple(self.cfg.input_size)
 
     @property
+    def input_spec(self) -> InputSpec:
+        """Crop size and normalisation the model's backbone wants."""
+        return input_spec(self.cfg)
+
+    @property
     def heatmap_size(self) -> tuple[int, int]:
         return tuple(self.cfg.heatmap_size)
 
@@ -105,7 +111,7 @@ class Engine:
         c = self.cfg
         return {
             "name": self.name, "version": self.version, "device": self.device.type,
-            "preset": c.name, "window": c.window, "input_size": list(c.input_size),
+            "preset": c.name, "backbone": c.backbone, "window": c.window, "input_size": list(c.input_size),
             "temporal": c.temporal, "diffusion": c.diffusion, "diffusion_steps": c.diffusion_steps,
             "hypotheses": c.hypotheses, "embed_dim": c.embed_dim, "depth": c.depth,
             "keypoints": self.meta.get("keypoints", []),
@@ -136,7 +142,7 @@ class Engine:
         with self._lock, self._autocast(), self._decode_config(opts):
             t0 = time.perf_counter()
             out = self.model.decode_windows(feats.to(self.device))
-            kps = self.model.decode_heatmaps(out["heatmaps"].float()).float().cpu().numpy()
+            kps = self.model.decode_keypoints(out).float().cpu().numpy()
             MODEL_FORWARD.labels(self.name, "decode").observe(time.perf_counter() - t0)
         return kps
 

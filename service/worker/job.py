@@ -181,7 +181,7 @@ class JobRun:
                 return "cancelled", "", ""
             if job.get("created_at"):
                 JOB_QUEUE_WAIT.labels(self.model).observe(max(0.0, time.time() - job["created_at"]))
-            builder = WindowBuilder(self.job_id, window, self.engine.input_size,
+            builder = WindowBuilder(self.job_id, window, self.engine.input_spec,
                                     batch_key=(self.model, dopts), owner=self)
             self._builder = builder
             pending = []  # frames waiting for the next detector batch

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from model.heatmaps import box_to_center_size, crop_affine, normalize_crop, warp_crop
+from model.backbones import InputSpec
+from model.heatmaps import box_to_center_size, crop_affine, warp_crop
 from service.worker.boxes import PersonBox
 
 
@@ -87,14 +88,15 @@ class WindowBuilder:
     Thread-safe against release() from the batch scheduler.
     """
 
-    def __init__(self, job_id: str, window: int, input_size: tuple[int, int], batch_key: tuple = (),
+    def __init__(self, job_id: str, window: int, input_spec: InputSpec, batch_key: tuple = (),
                  owner: Any = None):
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be odd and >= 1, got {window}")
         self.job_id = job_id
         self.window = window
         self.half = window // 2
-        self.input_size = tuple(input_size)
+        self.input_spec = input_spec  # the backbone's crop size and normalisation
+        self.input_size = tuple(input_spec.size)
         self.batch_key = batch_key
         self.owner = owner  # whoever receives this job's window results (the worker's JobRun)
         self._lock = threading.Lock()
@@ -115,7 +117,7 @@ class WindowBuilder:
         for box in boxes:  # crop outside the lock: this is the CPU-heavy part
             center, size = box_to_center_size(box.bbox, self.input_size)
             m = crop_affine(center, size, self.input_size)
-            crop = normalize_crop(warp_crop(rgb, m, self.input_size))
+            crop = self.input_spec.normalize(warp_crop(rgb, m, self.input_size))
             crops.append(CropRef(frame_index, box, center, size, crop))
         with self._lock:
             for ref in crops:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.backbones import input_spec
 from model.config import PoseModelConfig
 from training.datasets.frames import FrameCache
 from training.datasets.layouts import KeypointLayout
@@ -109,7 +110,8 @@ class WindowDataset(Dataset):
         images = [self.cache.get(p) for p in s.paths]
         params = self._params(index)
         out = make_window(images, s.boxes, s.keypoints, self.cfg.input_size, self.cfg.heatmap_size,
-                          self.layout.flip_perm, params, key_index=len(images) // 2, sigma=self.sigma)
+                          self.layout.flip_perm, params, key_index=len(images) // 2, sigma=self.sigma,
+                          spec=input_spec(self.cfg))
         k = s.keypoints.shape[0]
         item = {name: torch.from_numpy(value) for name, value in out.items()}
         item.update(

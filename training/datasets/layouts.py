@@ -70,6 +70,38 @@ POSETRACK18 = KeypointLayout("posetrack18", POSETRACK18_KEYPOINTS, _posetrack_fl
 LAYOUTS = {layout.name: layout for layout in (COCO, POSETRACK18)}
 
 
+def coco_to_posetrack18(kps: np.ndarray) -> np.ndarray:
+    """(..., 17, 3) COCO-17 predictions -> PoseTrack18 slots, for scoring a COCO model on PoseTrack.
+
+    PoseTrack's head_bottom (base of the head) and head_top have no COCO joint. They are placed from
+    the head COCO does have: head_bottom halfway between the shoulders' and the ears' midpoints,
+    head_top beyond the eyes' midpoint by 0.3 x (eyes - shoulders midpoints). Their score is the
+    smallest of the joints they come from. The ear slots (PoseTrack leaves them unlabelled) are
+    zeroed. The 0.3 was picked among {0.3, 0.5} on the PoseTrack18 sample (docs/results.md).
+    """
+    out = np.array(kps, dtype=np.float64, copy=True)
+    shoulders = (out[..., 5, :2] + out[..., 6, :2]) / 2
+    ears = (out[..., 3, :2] + out[..., 4, :2]) / 2
+    eyes = (out[..., 1, :2] + out[..., 2, :2]) / 2
+    score = np.minimum.reduce([out[..., i, 2] for i in (1, 2, 3, 4, 5, 6)])
+    out[..., 1, :2] = (shoulders + ears) / 2
+    out[..., 2, :2] = eyes + 0.3 * (eyes - shoulders)
+    out[..., 1, 2] = score
+    out[..., 2, 2] = score
+    out[..., 3:5, :] = 0.0
+    return out
+
+
+def convert_keypoints(kps: np.ndarray, src_names, dst: KeypointLayout) -> np.ndarray:
+    """A model's keypoints (named src_names) in the slots of layout `dst` (COCO -> PoseTrack18 only)."""
+    src = layout_from_names(src_names)
+    if src == dst:
+        return np.asarray(kps)
+    if (src.name, dst.name) == ("coco", "posetrack18"):
+        return coco_to_posetrack18(kps)
+    raise ValueError(f"cannot score a {src.name}-layout model on {dst.name} data")
+
+
 def layout_from_names(names) -> KeypointLayout:
     """The layout whose keypoint names equal `names` (a dataset's categories[0]['keypoints'])."""
     names = tuple(names)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data import build_dataset
+from training.datasets.layouts import convert_keypoints
 from training.evaluate.posetrack_map import (
     evaluate_posetrack,
     has_occlusion_flags,
@@ -31,8 +32,12 @@ def _posetrack_videos(dataset) -> list:
     return videos
 
 
-def posetrack_scores(dataset, preds: Predictions, use_base: bool = False) -> dict:
-    """mAP over all labelled frames and over frames with occluded joints (synthetic data)."""
+def posetrack_scores(dataset, preds: Predictions, use_base: bool = False, model_keypoints=None) -> dict:
+    """mAP over all labelled frames and over frames with occluded joints (synthetic data).
+
+    model_keypoints: the model's keypoint names, when they differ from the data's layout (a COCO
+    model on PoseTrack18: see layouts.convert_keypoints); None = the data's own.
+    """
     videos = _posetrack_videos(dataset)
     stem_of = {v.name: Path(v.source).stem for v in videos}
     gt = {}
@@ -41,6 +46,8 @@ def posetrack_scores(dataset, preds: Predictions, use_base: bool = False) -> dic
             gt[Path(v.source).stem] = json.load(fh)
     people: dict[str, dict[int, list[dict]]] = {stem: {} for stem in gt}
     kps = preds.base_keypoints if use_base else preds.keypoints
+    if model_keypoints is not None:
+        kps = convert_keypoints(kps, model_keypoints, dataset.layout)
     for k, meta in zip(kps, preds.meta):
         stem = stem_of[meta["video"]]
         people[stem].setdefault(int(meta["image_id"]), []).append(
@@ -65,9 +72,11 @@ def coco_scores(dataset, preds: Predictions) -> dict:
 
 def evaluate_model(model, spec: str, batch_size: int = 16, device: str = "cpu", seed: int = 0,
                    sigma: float = 3.0, diffusion_steps: int | None = None,
-                   hypotheses: int | None = None) -> dict:
+                   hypotheses: int | None = None, model_keypoints=None) -> dict:
     """All metrics of `model` on the val split of data `spec` (see training/data.py).
 
+    model_keypoints: the checkpoint's keypoint names (COCO models are scored on PoseTrack data
+    through layouts.convert_keypoints).
     diffusion_steps / hypotheses override the model's S / K; S = 0 scores the temporal head alone.
     """
     dataset = build_dataset(spec, model.cfg, train=False, sigma=sigma, augment=False)
@@ -80,6 +89,6 @@ def evaluate_model(model, spec: str, batch_size: int = 16, device: str = "cpu", 
     if spec.startswith("coco:"):
         out.update(coco_scores(dataset, preds))
     else:
-        out.update(posetrack_scores(dataset, preds))
-        out["single_frame"] = posetrack_scores(dataset, preds, use_base=True)
+        out.update(posetrack_scores(dataset, preds, model_keypoints=model_keypoints))
+        out["single_frame"] = posetrack_scores(dataset, preds, use_base=True, model_keypoints=model_keypoints)
     return out

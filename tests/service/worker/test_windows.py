@@ -3,9 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.backbones import InputSpec
 from service.worker.boxes import PersonBox
 from service.worker.pipeline import run_windows, to_instance
 from service.worker.windows import WindowBuilder, clamp_window
+
+SPEC = InputSpec((32, 24), (127.5,) * 3, (127.5,) * 3)
 
 
 def test_clamp_window_at_clip_ends():
@@ -43,7 +46,7 @@ def test_windows_per_track_with_enter_and_leave():
     b = lambda: PersonBox(2, (30, 5, 20, 30))
     # track 1 in every frame; track 2 enters at frame 2 and leaves after frame 4
     frames = [[a()], [a()], [a(), b()], [a(), b()], [a(), b()], [a()], [a()]]
-    builder = WindowBuilder("job", 5, (32, 24))
+    builder = WindowBuilder("job", 5, SPEC)
     windows = _feed(builder, frames)
     by = {(w.track_id, w.key_frame): w.frames for w in windows}
     assert sorted(by) == [(1, t) for t in range(7)] + [(2, 2), (2, 3), (2, 4)]
@@ -59,7 +62,7 @@ def test_windows_per_track_with_enter_and_leave():
 
 
 def test_windows_come_out_streaming():
-    builder = WindowBuilder("job", 5, (32, 24))
+    builder = WindowBuilder("job", 5, SPEC)
     box = [PersonBox(0, (0, 0, 60, 40))]
     out = [len(builder.add_frame(i, _frame(), box)) for i in range(6)]
     assert out == [0, 0, 1, 1, 1, 1]  # key t is ready once frame t+2 is in
@@ -67,7 +70,7 @@ def test_windows_come_out_streaming():
 
 
 def test_refs_freed_after_release_and_memory_bounded():
-    builder = WindowBuilder("job", 5, (32, 24))
+    builder = WindowBuilder("job", 5, SPEC)
     box = [PersonBox(0, (0, 0, 60, 40))]
     peak = 0
     total = 0
@@ -87,7 +90,7 @@ def test_refs_freed_after_release_and_memory_bounded():
 def test_each_frame_track_encoded_once(engine):
     """Feature reuse: every (frame, track) crop goes through the backbone exactly once, even when
     its windows land in different batches."""
-    builder = WindowBuilder("job", engine.window, engine.input_size)
+    builder = WindowBuilder("job", engine.window, engine.input_spec)
     boxes = [PersonBox(0, (0, 0, 30, 40)), PersonBox(5, (30, 0, 30, 40))]
     pending, all_windows, batches = [], [], 0
     calls = []
@@ -117,7 +120,7 @@ def test_each_frame_track_encoded_once(engine):
 
 
 def test_to_instance_inside_frame(engine):
-    builder = WindowBuilder("job", engine.window, engine.input_size)
+    builder = WindowBuilder("job", engine.window, engine.input_spec)
     box = PersonBox(3, (10, 5, 40, 30), score=0.5)
     windows = []
     for i in range(3):
@@ -135,4 +138,4 @@ def test_to_instance_inside_frame(engine):
 
 def test_even_window_rejected():
     with pytest.raises(ValueError):
-        WindowBuilder("job", 4, (32, 24))
+        WindowBuilder("job", 4, SPEC)
