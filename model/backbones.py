@@ -46,6 +46,9 @@ class BackboneEntry:
     input_spec: Callable[[PoseModelConfig], InputSpec]
     feature_channels: Callable[[PoseModelConfig], int]
     description: str
+    # what runs the backbone on a CPU worker by default: "torch", or "onnxruntime" (the module exported
+    # once at load: model/ort_backbone.py; measured ~3x faster for MoveNet's MobileNetV2)
+    cpu_runtime: str = "torch"
 
 
 BACKBONES: dict[str, BackboneEntry] = {}
@@ -114,4 +117,5 @@ register("movenet", BackboneEntry(
     feature_channels=lambda cfg: 24,
     description="Google's MoveNet SinglePose: MobileNetV2 + FPN at 1/4, centre/heatmap/regression/offset "
                 "heads; weights via import-tfjs",
+    cpu_runtime="onnxruntime",
 ))

@@ -104,7 +104,12 @@ def _register_train_export(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--init", default=None, help="initial weights (.safetensors, e.g. from import-vitpose)")
-    p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
+                   help="freeze the per-frame backbone (its head still trains)")
+    p.add_argument("--freeze-single-frame", dest="freeze_backbone", action="store_const",
+                   const="single-frame",
+                   help="freeze the backbone and its single-frame head: only the temporal encoder and "
+                        "diffusion head train (e.g. on an imported MoveNet)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field, e.g. --set temporal=false (YAML value)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last step")

@@ -19,7 +19,7 @@ class TrainConfig:
     model: str = "tiny-cpu"  # preset name (model.config.PRESETS)
     model_overrides: dict = field(default_factory=dict)  # PoseModelConfig fields to change
     init_checkpoint: str | None = None  # start from weights (e.g. an imported ViTPose .safetensors)
-    freeze_backbone: bool | None = None  # None: the model config decides
+    freeze_backbone: bool | str | None = None  # None: the model config decides; or "single-frame"
 
     # data: specs "synth:ROOT", "posetrack:ANNOTATIONS:IMAGE_ROOT", "coco:ANN_FILE:IMAGE_ROOT", "clips:ROOT"
     train_data: list[str] = field(default_factory=list)

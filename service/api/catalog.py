@@ -16,8 +16,18 @@ from pathlib import Path
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Config fields worth showing in GET /models.
-SUMMARY_FIELDS = ("embed_dim", "depth", "num_heads", "patch_size", "input_size", "heatmap_size",
-                  "num_keypoints", "temporal", "window", "diffusion", "diffusion_steps", "hypotheses")
+SUMMARY_FIELDS = ("backbone", "width_mult", "embed_dim", "depth", "num_heads", "patch_size", "input_size",
+                  "heatmap_size", "num_keypoints", "temporal", "window", "diffusion", "diffusion_steps",
+                  "hypotheses")
+# Fields that describe one backbone only (a config keeps every field; showing ViT's depth for a
+# MoveNet model would mislead). A config without "backbone" predates the registry: a ViT.
+BACKBONE_FIELDS = {"vit": ("embed_dim", "depth", "num_heads", "patch_size"), "movenet": ("width_mult",)}
+
+
+def _summary(config: dict) -> dict:
+    backbone = config.get("backbone", "vit")
+    foreign = {f for b, fields in BACKBONE_FIELDS.items() if b != backbone for f in fields}
+    return {k: config[k] for k in SUMMARY_FIELDS if k in config and k not in foreign}
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict, bytes]:
@@ -59,7 +69,7 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: recom
 def config_summary(info: dict) -> dict:
     """The SUMMARY_FIELDS of a worker's model info (flat, or under "config")."""
     source = info.get("config") if isinstance(info.get("config"), dict) else info
-    return {k: source[k] for k in SUMMARY_FIELDS if k in source}
+    return _summary(source)
 
 
 def checkpoint_info(path: str | Path) -> dict:
@@ -73,7 +83,7 @@ def checkpoint_info(path: str | Path) -> dict:
             raise ValueError("not a vidpose checkpoint (metadata format != 'vidpose')")
         config = json.loads(meta.get("config", "{}"))
         info = json.loads(meta.get("info", "{}"))
-        entry["config"] = {k: config[k] for k in SUMMARY_FIELDS if k in config}
+        entry["config"] = _summary(config)
         entry["keypoints"] = json.loads(meta.get("keypoints", "[]"))
         entry["info"] = info
         entry["version"] = str(info.get("version") or file_hash(path))

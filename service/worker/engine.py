@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.backbones import InputSpec, input_spec
+from model.backbones import InputSpec, entry, input_spec
 from model.checkpoint import load_checkpoint
 from service.metrics import MODEL_FORWARD
 from service.worker.modelfiles import ModelNotFound, resolve_model  # noqa: F401 (re-exported)
@@ -55,7 +55,8 @@ class DecodeOptions:
 
 
 class Engine:
-    def __init__(self, name: str, path: Path, model, meta: dict, device: torch.device):
+    def __init__(self, name: str, path: Path, model, meta: dict, device: torch.device,
+                 cpu_runtime: str = "torch"):
         self.name = name
         self.path = path
         self.model = model
@@ -66,15 +67,35 @@ class Engine:
         self._lock = threading.Lock()
         self.warm = False
 
+        # the backbone's CPU runtime: PyTorch, or its onnxruntime twin (model/ort_backbone.py)
+        self.runtime = "torch"
+        self._ort = None
+        if device.type == "cpu" and cpu_runtime != "torch":
+            want = entry(self.cfg).cpu_runtime if cpu_runtime == "auto" else cpu_runtime
+            if want == "onnxruntime":
+                try:
+                    from model.ort_backbone import OrtBackbone
+
+                    self._ort = OrtBackbone(model.backbone, self.input_size, threads=torch.get_num_threads())
+                    self.runtime = "onnxruntime"
+                except Exception as e:  # auto: a model that does not export still serves, slower
+                    if cpu_runtime != "auto":
+                        raise
+                    log.warning("model %s: onnxruntime backbone unavailable (%s); using PyTorch", name, e)
+
     @classmethod
-    def load(cls, name_or_path: str, models_dir: str | Path, device: str = "auto") -> Engine:
+    def load(cls, name_or_path: str, models_dir: str | Path, device: str = "auto",
+             cpu_runtime: str = "auto") -> Engine:
+        """cpu_runtime: "auto" (what the backbone's registry entry prefers), "torch" or "onnxruntime"."""
         name, path = resolve_model(name_or_path, models_dir)
         dev = pick_device(device)
         t0 = time.perf_counter()
         model, meta = load_checkpoint(path, map_location=dev)
         model.eval()
-        log.info("loaded model %s from %s on %s in %.2fs", name, path, dev, time.perf_counter() - t0)
-        return cls(name, path, model, meta, dev)
+        engine = cls(name, path, model, meta, dev, cpu_runtime=cpu_runtime)
+        log.info("loaded model %s from %s on %s (backbone runtime %s) in %.2fs", name, path, dev,
+                 engine.runtime, time.perf_counter() - t0)
+        return engine
 
     # -- properties the window builder needs ---------------------------------------------
     @property
@@ -110,10 +131,12 @@ class Engine:
     def info(self) -> dict:
         c = self.cfg
         return {
-            "name": self.name, "version": self.version, "device": self.device.type,
+            "name": self.name, "version": self.version, "device": self.device.type, "runtime": self.runtime,
             "preset": c.name, "backbone": c.backbone, "window": c.window, "input_size": list(c.input_size),
             "temporal": c.temporal, "diffusion": c.diffusion, "diffusion_steps": c.diffusion_steps,
-            "hypotheses": c.hypotheses, "embed_dim": c.embed_dim, "depth": c.depth,
+            "hypotheses": c.hypotheses,
+            **({"embed_dim": c.embed_dim, "depth": c.depth} if c.backbone == "vit"
+               else {"width_mult": c.width_mult}),
             "keypoints": self.meta.get("keypoints", []),
         }
 
@@ -129,7 +152,7 @@ class Engine:
         x = torch.as_tensor(crops).to(self.device, non_blocking=True)
         with self._lock, self._autocast():
             t0 = time.perf_counter()
-            feats = self.model.encode_frames(x)
+            feats = self._ort(x) if self._ort is not None else self.model.encode_frames(x)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)  # so the metric measures compute, not the launch
             MODEL_FORWARD.labels(self.name, "encode").observe(time.perf_counter() - t0)

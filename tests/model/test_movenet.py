@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from model.backbones import input_spec
 from model.config import get_preset
 from model.movenet import CENTER_DISTANCE_BIAS, MoveNetHead, SameConv2d, make_divisible
 
@@ -16,8 +21,9 @@ def test_same_conv_pads_like_tensorflow(size, stride):
     conv = SameConv2d(1, 1, 3, stride=stride, bias=False)
     x = torch.randn(1, 1, size, size)
     out_size = -(-size // stride)
-    pad = max((out_size - 1) * stride + 3 - size, 0)  # TF: the extra pixel goes bottom/right
-    want = F.conv2d(F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)), conv.weight, stride=stride)
+    pad = max((out_size - 1) * stride + 3 - size, 0)  # TF: any odd pixel goes bottom/right
+    padded = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+    want = F.conv2d(padded, conv.weight, stride=stride)
     assert conv(x).shape[-1] == out_size
     torch.testing.assert_close(conv(x), want)
 
@@ -97,3 +103,67 @@ def test_importer_output_equals_the_committed_default(human_models):
         assert torch.equal(v.to(committed[k].dtype), committed[k]), k
         # the released weights are fp16: storing them as fp16 loses nothing
         assert torch.equal(committed[k].to(v.dtype), v), k
+
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "movenet_parity"
+
+
+@pytest.mark.parametrize("variant", ["movenet-thunder", "movenet-lightning"])
+def test_parity_with_the_original_graph_in_tfjs(human_models, variant):
+    """Keypoints of the imported model == the original TFJS graph's (tools/tfjs_reference) on real crops.
+
+    MoveNet's own output is (y, x) normalised to the crop; ours is in heatmap cells with the cell
+    centre at integer positions, so ours = theirs * size - 0.5.
+    """
+    from model.import_tfjs import import_movenet
+
+    expected = json.loads((FIXTURE / "expected.json").read_text())["models"][variant]
+    model, _ = import_movenet(human_models, variant, temporal=False, diffusion=False)
+    spec = input_spec(model.cfg)
+    crops = []
+    for c in expected["crops"]:
+        rgb = cv2.imread(str(FIXTURE / c["png"]))[:, :, ::-1]
+        assert rgb.shape[:2] == spec.size
+        crops.append(spec.normalize(rgb))
+    assert len(crops) >= 3
+    x = torch.from_numpy(np.stack(crops))[:, None].expand(-1, model.cfg.window, -1, -1, -1)
+    with torch.no_grad():
+        kps = model.decode_keypoints(model(x)).numpy()
+    h, w = model.cfg.heatmap_size
+    for c, ours in zip(expected["crops"], kps):
+        ref = np.asarray(c["keypoints"], dtype=np.float64)  # (17, 3): y, x, score
+        ours_norm = np.c_[(ours[:, 1] + 0.5) / h, (ours[:, 0] + 0.5) / w]
+        err = np.abs(ours_norm - ref[:, :2]).max()
+        assert err <= 1e-3, f"{c['png']}: keypoints differ by {err:.2e} of the crop size"
+        assert np.abs(ours[:, 2] - ref[:, 2]).max() <= 1e-3, c["png"]
+
+
+def test_onnxruntime_twin_matches_the_pytorch_backbone(shared_data):
+    """The CPU worker's onnxruntime backbone (model/ort_backbone.py) == PoseModel.encode_frames."""
+    from model.checkpoint import load_checkpoint
+    from model.heatmaps import box_to_center_size, crop_affine, warp_crop
+    from model.ort_backbone import OrtBackbone
+    from service.settings import PACKAGE_MODELS_DIR, Settings
+
+    model, _ = load_checkpoint(PACKAGE_MODELS_DIR / f"{Settings(_env_file=None).default_model}.safetensors")
+    spec = input_spec(model.cfg)
+    coco = json.loads((shared_data / "coco" / "test_coco.json").read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    crops = []
+    for ann in coco["annotations"][:3]:
+        rgb = cv2.imread(str(shared_data / "coco" / files[ann["image_id"]]))[:, :, ::-1]
+        center, size = box_to_center_size(ann["bbox"], spec.size)
+        crops.append(spec.normalize(warp_crop(rgb, crop_affine(center, size, spec.size), spec.size)))
+    x = torch.from_numpy(np.stack(crops))
+    twin = OrtBackbone(model.backbone, spec.size, threads=1)
+    with torch.no_grad():
+        ref = model.encode_frames(x)
+    got = twin(x)  # batch 3 through a graph exported at batch 1: the batch dim is dynamic
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref.contiguous(), atol=1e-4, rtol=1e-4)
+    # and the keypoints they lead to
+    windows = lambda f: f[:, None].expand(-1, model.cfg.window, -1, -1, -1)  # noqa: E731
+    with torch.no_grad():
+        a = model.decode_keypoints(model.decode_windows(windows(ref)))
+        b = model.decode_keypoints(model.decode_windows(windows(got)))
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
