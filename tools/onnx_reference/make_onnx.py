@@ -33,14 +33,16 @@ def load_graph_def(model_json):
     if not topo.get("library"):
         topo.pop("library", None)
     gd = json_format.ParseDict(topo, tf.compat.v1.GraphDef())
-    weights = read_weights.read_weights(model["weightsManifest"], os.path.dirname(os.path.abspath(model_json)), flatten=True)
+    root = os.path.dirname(os.path.abspath(model_json))
+    weights = read_weights.read_weights(model["weightsManifest"], root, flatten=True)
     wmap = {w["name"]: w["data"] for w in weights}
     by_name = {n.name: n for n in gd.node}
     for name, data in wmap.items():
         node = by_name[name]
         assert node.op == "Const", (name, node.op)
         dtype = tf.as_dtype(node.attr["dtype"].type)
-        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(data).astype(dtype.as_numpy_dtype), dtype=dtype))
+        proto = tf.make_tensor_proto(np.asarray(data).astype(dtype.as_numpy_dtype), dtype=dtype)
+        node.attr["value"].tensor.CopyFrom(proto)
     return gd, model["signature"]
 
 
@@ -96,7 +98,8 @@ def main():
     ap.add_argument("model_json")
     ap.add_argument("output_onnx")
     ap.add_argument("--opset", type=int, default=17)
-    ap.add_argument("--fixture", help="tests/fixtures/movenet_parity dir: check the TF graph before converting")
+    ap.add_argument("--fixture",
+                    help="tests/fixtures/movenet_parity dir: check the TF graph before converting")
     ap.add_argument("--name", help="model key in expected.json (movenet-thunder / movenet-lightning)")
     a = ap.parse_args()
 

@@ -1,7 +1,8 @@
 """Check the MoveNet ONNX files against the TF.js parity fixture and time them in onnxruntime.
 
 Needs only numpy, opencv and onnxruntime (no TensorFlow), so it runs in the project venv too:
-    PYTHONDONTWRITEBYTECODE=1 .venv/bin/python tools/onnx_reference/verify_onnx.py [--onnx-dir DIR] [--runs 30]
+    PYTHONDONTWRITEBYTECODE=1 .venv/bin/python tools/onnx_reference/verify_onnx.py \
+        [--onnx-dir DIR] [--runs 30]
 """
 import argparse
 import json
@@ -28,8 +29,10 @@ def main():
     print(f"onnxruntime {ort.__version__}, numpy {np.__version__}, load {os.getloadavg()}")
     for name, m in exp["models"].items():
         path = os.path.join(a.onnx_dir, name + ".onnx")
-        crops = [(c["png"], cv2.cvtColor(cv2.imread(os.path.join(a.fixture, c["png"])), cv2.COLOR_BGR2RGB)[None].astype(np.int32),
-                  np.asarray(c["keypoints"], np.float32)) for c in m["crops"]]
+        crops = []
+        for c in m["crops"]:
+            rgb = cv2.cvtColor(cv2.imread(os.path.join(a.fixture, c["png"])), cv2.COLOR_BGR2RGB)
+            crops.append((c["png"], rgb[None].astype(np.int32), np.asarray(c["keypoints"], np.float32)))
         for nt in [int(t) for t in a.threads.split(",")]:
             so = ort.SessionOptions()
             so.intra_op_num_threads = nt
@@ -39,10 +42,11 @@ def main():
             out = sess.get_outputs()[0]
             worst, worst_xy, worst_s = 0.0, 0.0, 0.0
             times = []
-            for png, x, ref in crops:
+            for _png, x, ref in crops:
                 y = sess.run([out.name], {inp.name: x})[0].reshape(17, 3)
                 d = np.abs(y - ref)
-                worst, worst_xy, worst_s = max(worst, d.max()), max(worst_xy, d[:, :2].max()), max(worst_s, d[:, 2].max())
+                worst = max(worst, d.max())
+                worst_xy, worst_s = max(worst_xy, d[:, :2].max()), max(worst_s, d[:, 2].max())
                 for _ in range(3):  # warm-up
                     sess.run([out.name], {inp.name: x})
                 for _ in range(a.runs):
