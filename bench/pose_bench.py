@@ -8,8 +8,8 @@ PoseTrack18 and COCO sample people, from their ground-truth boxes, each model's 
 the same process, in the same run, alternating rounds so that load from other processes hits all
 alike. With --onnx, the original MoveNet graph (converted from the TFJS package by
 tools/onnx_reference/make_onnx.sh) runs in onnxruntime on the very crops a movenet checkpoint of its
-input size gets (uint8 RGB, as the graph wants), one crop per call (its batch dim is 1). Prints keyframes/s per model
-and the ratios to the first checkpoint.
+input size gets (uint8 RGB, as the graph wants), one crop per call (its batch dim is 1). Prints
+keyframes/s per model and the ratios to the first checkpoint.
 """
 
 from __future__ import annotations

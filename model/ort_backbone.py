@@ -2,8 +2,8 @@
 
 PyTorch's eager CPU kernels ran MoveNet's MobileNetV2 at about 0.3x of the original graph in
 onnxruntime, which fuses conv + bias + activation into blocked-layout kernels; exported and run here,
-the same module reaches ~0.95x (bench/pose_bench.py, docs/benchmarks.md). The model stays a PyTorch module -- trained,
-checkpointed and run on GPUs as such; a CPU worker may export its frozen backbone once at load
+the same module reaches ~0.95x (bench/pose_bench.py, docs/benchmarks.md). The model stays a PyTorch
+module -- trained, checkpointed and run on GPUs as such; a CPU worker may export its backbone once at load
 (torch.onnx, in memory, dynamic batch) and run that graph instead. `PoseModel.encode_frames` is the
 reference twin: tests check both give the same features on real crops.
 """
