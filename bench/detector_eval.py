@@ -1,7 +1,8 @@
 """Person detectors on the PoseTrack18 sample frames: box recall and pose mAP with detected boxes.
 
 (a) Box recall / precision at IoU >= 0.5 against the ground-truth person boxes,
-    for the hog backend and, as a reference, the real detector boxes shipped
+    at several score thresholds, for the hog and nanodet backends (nanodet when its
+    package is there: VIDPOSE_TFJS_MODELS) and, as a reference, the real detector boxes shipped
     with the sample (annotations/test_posetrack18_human_detections.json).
     Matching is greedy by score, one detection per GT box. Precision leaves out
     detections whose centre is in an image's ignore region (crowds PoseTrack
@@ -34,6 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from service import detectors  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from service.worker.detect import DetectorConfig, make_detector  # noqa: E402
 from training.datasets.posetrack import load_posetrack  # noqa: E402
 from training.evaluate.posetrack_map import points_in_polygon  # noqa: E402
@@ -168,26 +171,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared sample data folder")
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CKPT)
-    ap.add_argument("--track-score", type=float, default=0.5,
-                    help="detections scoring at least this are posed (VIDPOSE_DETECTOR_SCORE_THRESHOLD)")
+    ap.add_argument("--track-score", type=float, default=None,
+                    help="detections scoring at least this are posed (VIDPOSE_DETECTOR_SCORE_THRESHOLD; "
+                    "default: each detector's own, service/detectors.py)")
     ap.add_argument("--no-pose", action="store_true", help="box numbers only (no torch)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
 
     _, frames = sample_frames(args.data)
     config = DetectorConfig()
-    hog = make_detector("hog", config)
-    t0 = time.perf_counter()
-    found = hog.detect([img for _, _, img in frames])
-    hog_s = time.perf_counter() - t0
-    hog_dets = {f.image_id: (np.array([d.bbox for d in ds], float).reshape(-1, 4),
-                             np.array([d.score for d in ds], float)) for (_, f, _), ds in zip(frames, found)}
+    names = ["hog"] + (["nanodet"] if detectors.unavailable("nanodet", Settings()) is None else [])
+    found, seconds = {}, {}
+    for name in names:
+        det = make_detector(name, config)
+        det.detect([frames[0][2]])  # warm-up (nanodet: first run)
+        t0 = time.perf_counter()
+        out = det.detect([img for _, _, img in frames])
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        found[name] = {f.image_id: (np.array([d.bbox for d in ds], float).reshape(-1, 4),
+                                    np.array([d.score for d in ds], float))
+                       for (_, f, _), ds in zip(frames, out)}
     shipped = shipped_detections(args.data)
-    thresholds = (config.low_score, args.track_score)
-    result = {"frames": len(frames), "hog_config": {k: str(v) for k, v in vars(config).items()},
-              "hog_seconds": round(hog_s, 2),
-              "boxes": {"hog": box_table(frames, hog_dets, thresholds),
-                        "shipped detector": box_table(frames, shipped, (0.0, *thresholds))}}
+    track = {n: args.track_score if args.track_score is not None else detectors.REGISTRY[n].track_score
+             for n in names}
+    thresholds = sorted({config.low_score, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, *track.values()})
+    result = {"frames": len(frames), "config": {k: str(v) for k, v in vars(config).items()},
+              "seconds": seconds, "track_score": track,
+              "boxes": {**{n: box_table(frames, found[n], thresholds) for n in names},
+                        "shipped detector": box_table(frames, shipped, (0.0, config.low_score, 0.5))}}
 
     print(f"## Person boxes vs GT, IoU >= 0.5 ({len(frames)} PoseTrack18 sample frames, "
           f"{result['boxes']['hog'][0]['gt']} GT people)\n")
@@ -197,16 +208,16 @@ def main(argv=None) -> int:
         for r in rows:
             print(f"| {name} | {r['score_min']:.2f} | {r['detections']} | {r['in_ignore_regions']} | "
                   f"{r['tp']} | {r['recall']:.3f} | {r['precision']:.3f} |")
-    print(f"\nhog: {hog_s:.2f} s for the {len(frames)} frames (1920x1080, threads={config.threads}, "
-          f"hog_height={config.hog_height})")
+    for n in names:
+        print(f"\n{n}: {seconds[n]:.2f} s for the {len(frames)} frames in one call (1920x1080, "
+              f"threads={config.threads}; track-start score {track[n]})")
 
     if not args.no_pose:
-        def above(dets):
-            return {k: b[s >= args.track_score] for k, (b, s) in dets.items()}
+        def above_n(dets, thr):
+            return {k: b[s >= thr] for k, (b, s) in dets.items()}
 
-        thr = args.track_score
-        detected = {f"hog boxes (score >= {thr})": above(hog_dets),
-                    f"shipped detector boxes (score >= {thr})": above(shipped)}
+        detected = {f"{n} boxes (score >= {track[n]})": above_n(found[n], track[n]) for n in names}
+        detected[f"shipped detector boxes (score >= {track['hog']})"] = above_n(shipped, track["hog"])
         maps = pose_maps(args.data, args.checkpoint, detected)
         result["pose"] = {"checkpoint": str(args.checkpoint), **maps}
         print(f"\n## Pose mAP (poseval) of {args.checkpoint.name}\n")

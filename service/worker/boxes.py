@@ -36,9 +36,11 @@ class PersonBox:
 
 
 def full_frame_boxes(frame_index: int, rgb: np.ndarray) -> list[PersonBox]:
-    """One box covering the whole frame, track 0 (detector "full-frame": single-person clips)."""
-    h, w = rgb.shape[:2]
-    return [PersonBox(0, (0.0, 0.0, float(w), float(h)), None)]
+    """The "full-frame" detector's box (service/worker/detect/fullframe.py) as track 0, no score
+    (what a full-frame job gets; for benches that skip the people source)."""
+    from service.worker.detect.fullframe import FullFrameDetector
+
+    return [PersonBox(i, d.bbox, None) for i, d in enumerate(FullFrameDetector().detect([rgb])[0])]
 
 
 def _parse_box(raw, index: int, where: str) -> PersonBox:

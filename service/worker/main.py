@@ -107,12 +107,14 @@ class Worker:
 
         torch.set_num_threads(self.settings.worker_threads or auto_threads())
         for arg in self.model_args:
-            eng = Engine.load(arg, self.settings.models_dir, self.settings.worker_device)
+            eng = Engine.load(arg, self.settings.models_dir, self.settings.worker_device,
+                              self.settings.worker_cpu_runtime)
             if eng.name in self.engines:
                 raise ValueError(f"model {eng.name!r} given twice")
             self.engines[eng.name] = eng
-        # Build the default person detector now: a bad onnx file stops the worker at start, not a job later.
-        self.detectors.get(default_detector(self.settings))
+        # Build the default person detector now: a bad onnx file or missing NanoDet weights (when named)
+        # stop the worker at start, not a job later; auto without the NanoDet package logs a warning.
+        self.detectors.default()
         for eng in self.engines.values():
             took = eng.warmup(min(4, self.settings.worker_max_batch))
             log.info("model %s (version %s) warm on %s in %.2fs (torch threads %d)", eng.name, eng.version,

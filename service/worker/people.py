@@ -8,53 +8,52 @@ trackers are per job.
 
 Which source a job gets (`options.detector`, else the `detector` setting):
   provided    the job's `options.boxes` (sending boxes implies it)
-  full-frame  one box = the whole frame, track 0 (single-person clips)
-  hog / onnx  that detector + the ByteTrack-style tracker
+  a detector  any name of the registry (service/detectors.py): nanodet, hog, onnx go through the
+              ByteTrack-style tracker; full-frame (untracked) gives one box = the whole frame, track 0
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from service import detectors as registry
 from service.metrics import DETECT_FRAMES, DETECT_SECONDS, PEOPLE_DETECTED, TRACKS_STARTED
 from service.settings import Settings
-from service.worker.boxes import GivenBoxes, InvalidOptions, PersonBox, full_frame_boxes, parse_boxes
+from service.worker.boxes import GivenBoxes, InvalidOptions, PersonBox, parse_boxes
 from service.worker.detect import DetectorConfig, DetectorError, make_detector
 from service.worker.detect.base import Detector
 from service.worker.tracker import Tracker, TrackerConfig
 
-DETECTORS = ("hog", "onnx", "full-frame")
-MODES = ("provided", *DETECTORS)
+log = logging.getLogger(__name__)
 
 
 def default_detector(settings: Settings) -> str:
-    """The `detector` setting with "auto" resolved: onnx when a model file is configured, else hog."""
-    if settings.detector == "auto":
-        return "onnx" if settings.detector_model else "hog"
-    return settings.detector
+    """The `detector` setting with "auto" resolved (service.detectors.resolve)."""
+    return registry.resolve(settings)[0]
 
 
 def job_mode(options: dict, settings: Settings) -> str:
-    """provided | full-frame | hog | onnx for one job's options."""
+    """provided or a registry detector name, for one job's options."""
     mode = options.get("detector")
     has_boxes = options.get("boxes") is not None
     if mode is None:
-        return "provided" if has_boxes else default_detector(settings)
-    if mode not in MODES:
-        raise InvalidOptions(f"detector must be one of {', '.join(MODES)}; got {mode!r}")
-    if mode == "provided" and not has_boxes:
+        return registry.PROVIDED if has_boxes else default_detector(settings)
+    if mode not in registry.job_choices():
+        raise InvalidOptions(f"detector must be one of {', '.join(registry.job_choices())}; got {mode!r}")
+    if mode == registry.PROVIDED and not has_boxes:
         raise InvalidOptions("detector 'provided' needs options.boxes")
-    if mode != "provided" and has_boxes:
+    if mode != registry.PROVIDED and has_boxes:
         raise InvalidOptions(f"options.boxes are only used with detector 'provided' (got {mode!r})")
     return mode
 
 
 class DetectorPool:
-    """One detector per backend per worker, made on first use (the onnx file is read once)."""
+    """One detector per backend per worker, made on first use (weights are read once)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -62,17 +61,32 @@ class DetectorPool:
         self._detectors: dict[str, Detector] = {}
 
     def available(self) -> list[str]:
-        """Values of options.detector this worker accepts (onnx only with a configured file)."""
-        return ["provided", "full-frame", "hog"] + (["onnx"] if self.settings.detector_model else [])
+        """Values of options.detector this worker accepts: provided + the registry's runnable ones."""
+        return [registry.PROVIDED] + [n for n in registry.names()
+                                      if registry.unavailable(n, self.settings) is None]
 
-    def get(self, name: str) -> Detector:
+    def default(self) -> Detector:
+        """The default detector, built now (worker start): logs the auto fallback to hog."""
+        name, warning = registry.resolve(self.settings)
+        if warning:
+            log.warning(warning)
+        det = self._build(name)
+        log.info("default person detector %s (track-start score %.2f)%s", name,
+                 registry.track_score(name, self.settings),
+                 f" on {getattr(det, 'runtime', '')}" if getattr(det, "runtime", None) else "")
+        return det
+
+    def _build(self, name: str) -> Detector:
         with self._lock:
             if name not in self._detectors:
-                try:
-                    self._detectors[name] = make_detector(name, DetectorConfig.from_settings(self.settings))
-                except DetectorError as e:  # e.g. onnx asked for but no usable model file here
-                    raise InvalidOptions(f"detector {name!r} is not available on this worker: {e}") from None
+                self._detectors[name] = make_detector(name, DetectorConfig.from_settings(self.settings, name))
             return self._detectors[name]
+
+    def get(self, name: str) -> Detector:
+        try:
+            return self._build(name)
+        except DetectorError as e:  # e.g. onnx asked for but no usable model file here
+            raise InvalidOptions(f"detector {name!r} is not available on this worker: {e}") from None
 
 
 class PeopleSource:
@@ -88,10 +102,8 @@ class PeopleSource:
         self._seen_tracks: set[int] = set()
 
     def boxes(self, indices: Sequence[int], frames: Sequence[np.ndarray]) -> list[list[PersonBox]]:
-        if self.mode == "provided":
+        if self.mode == registry.PROVIDED:
             return [self._given(i, f) for i, f in zip(indices, frames, strict=True)]
-        if self.mode == "full-frame":
-            return [full_frame_boxes(i, f) for i, f in zip(indices, frames, strict=True)]
         name = self._detector.name
         t0 = time.perf_counter()
         detections = self._detector.detect(list(frames))
@@ -100,6 +112,9 @@ class PeopleSource:
         out = []
         for dets in detections:
             PEOPLE_DETECTED.labels(name).inc(len(dets))
+            if self._tracker is None:  # untracked (full-frame): the i-th box is track i, no score
+                out.append([PersonBox(i, d.bbox, None) for i, d in enumerate(dets)])
+                continue
             people = self._tracker.update(dets)
             new = {p.track_id for p in people} - self._seen_tracks
             if new:
@@ -112,11 +127,14 @@ class PeopleSource:
 def people_source(options: dict, settings: Settings, pool: DetectorPool) -> PeopleSource:
     """The PeopleSource a job asks for (raises InvalidOptions for unusable options)."""
     mode = job_mode(options, settings)
-    if mode == "provided":
+    if mode == registry.PROVIDED:
         return PeopleSource(mode, given=GivenBoxes(parse_boxes(options["boxes"])))
-    if mode == "full-frame":
-        return PeopleSource(mode)
-    tracker = Tracker(TrackerConfig(high_score=settings.detector_score_threshold,
-                                    low_score=settings.detector_low_score,
-                                    match_iou=settings.tracker_match_iou, max_gap=settings.tracker_max_gap))
-    return PeopleSource(mode, batch=settings.detector_batch, detector=pool.get(mode), tracker=tracker)
+    detector = pool.get(mode)
+    tracker = None
+    if registry.spec(mode).tracked:
+        tracker = Tracker(TrackerConfig(high_score=registry.track_score(mode, settings),
+                                        low_score=min(settings.detector_low_score,
+                                                      registry.track_score(mode, settings)),
+                                        match_iou=settings.tracker_match_iou,
+                                        max_gap=settings.tracker_max_gap))
+    return PeopleSource(mode, batch=settings.detector_batch, detector=detector, tracker=tracker)

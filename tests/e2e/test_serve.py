@@ -57,7 +57,7 @@ def test_serve_missing_model_says_which_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], env=env, cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert str(tmp_path / "models" / "vidpose-tiny-cpu.safetensors") in r.stderr
+    assert str(tmp_path / "models" / "vidpose-movenet-thunder.safetensors") in r.stderr
     assert "--model" in r.stderr
 
 
@@ -100,7 +100,7 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
             time.sleep(0.2)
         assert j["status"] == "succeeded", j
         frames = httpx.get(f"{url}/jobs/{job_id}/result").json()["frames"]
-        assert len(frames) == 5 and all(len(f["instances"]) >= 2 for f in frames)  # default: hog + tracker
+        assert len(frames) == 5 and all(len(f["instances"]) >= 2 for f in frames)  # default detector
         overlay = httpx.get(f"{url}/jobs/{job_id}/overlay.mp4", timeout=60)
         assert overlay.status_code == 200 and overlay.content[4:8] == b"ftyp"
         assert "<html" in httpx.get(f"{url}/").text.lower()  # the web page the banner points to

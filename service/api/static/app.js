@@ -137,6 +137,7 @@
     const key = apiKey();
     if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
     loadModels();
+    loadDetectors();
   });
 
   async function loadModels() {
@@ -164,6 +165,30 @@
       el.modelInfo.textContent = `models unavailable: ${err.message}`;
       el.modelInfo.dataset.error = err.code;
     }
+  }
+
+  // The detector picker comes from GET /detectors (the server's registry); the static options in
+  // index.html stay when the server cannot be asked.
+  async function loadDetectors() {
+    try {
+      const list = await (await api("detectors")).json();
+      const previous = el.detector.value;  // read after the request: the user may have picked meanwhile
+      el.detector.replaceChildren();
+      const byDefault = document.createElement("option");
+      byDefault.value = "default";
+      byDefault.textContent = `server default (${list.default_detector})`;
+      el.detector.append(byDefault);
+      for (const d of list.detectors) {
+        const opt = document.createElement("option");
+        opt.value = d.name;
+        opt.textContent = `${d.name} (${d.summary})`;
+        opt.disabled = !d.available;
+        if (!d.available) opt.textContent += " — not available on the workers";
+        el.detector.append(opt);
+      }
+      const ok = [...el.detector.options].some((o) => o.value === previous && !o.disabled);
+      el.detector.value = ok ? previous : "default";
+    } catch (_) { /* keep the static list */ }
   }
 
   function buildOptions() {
@@ -488,4 +513,5 @@
   setState("idle");
   setFile(el.input.files[0]);  // a browser may keep the choice across reloads
   loadModels();
+  loadDetectors();
 })();

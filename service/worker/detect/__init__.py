@@ -1,34 +1,42 @@
-"""Person detectors for the worker: hog (offline default), onnx (user YOLO file), full-frame.
+"""Person detectors for the worker: built from the registry (service/detectors.py).
 
-    det = make_detector("hog", DetectorConfig())      # or "onnx", "full-frame", "auto"
+    det = make_detector("nanodet", DetectorConfig())   # or "hog", "onnx", "full-frame", "auto"
     det.detect([rgb_uint8, ...]) -> [[Detection(bbox=(x, y, w, h), score), ...], ...]
 
-Backends, scores and the ONNX layout: docs/detectors.md.
+Backends, scores, thresholds and the ONNX layout: docs/detectors.md.
 """
 
 from __future__ import annotations
 
+import importlib
+
+from service.detectors import REGISTRY, DetectorSpec, names
 from service.worker.detect.base import Detection, Detector, DetectorConfig, DetectorError
 
-NAMES = ("hog", "onnx", "full-frame")
+__all__ = ["Detection", "Detector", "DetectorConfig", "DetectorError", "DetectorSpec", "make_detector",
+           "names"]
 
-__all__ = ["NAMES", "Detection", "Detector", "DetectorConfig", "DetectorError", "make_detector"]
+
+def resolve_auto(config: DetectorConfig) -> str:
+    """"auto" without settings: onnx when config.model_path is set, else nanodet when its package is
+    present, else hog (service.detectors.resolve is the settings-level rule, with its warning)."""
+    from service.detectors import tfjs_models_path
+
+    if config.model_path is not None:
+        return "onnx"
+    p = config.tfjs_models or tfjs_models_path()
+    return "nanodet" if p.exists() else "hog"
 
 
 def make_detector(name: str, config: DetectorConfig = DetectorConfig()) -> Detector:
-    """name: hog | onnx | full-frame | auto (onnx when config.model_path is set, else hog)."""
+    """A detector by registry name (or "auto"), built by its factory with `config`."""
     if name == "auto":
-        name = "onnx" if config.model_path is not None else "hog"
-    if name == "hog":
-        from service.worker.detect.hog import HogDetector
-
-        return HogDetector(config)
-    if name == "onnx":
-        from service.worker.detect.onnx import OnnxDetector
-
-        return OnnxDetector(config)
-    if name == "full-frame":
-        from service.worker.detect.fullframe import FullFrameDetector
-
-        return FullFrameDetector(config)
-    raise DetectorError(f"unknown detector {name!r}; expected one of {', '.join(NAMES)} or auto")
+        name = resolve_auto(config)
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise DetectorError(f"unknown detector {name!r}; expected one of {', '.join(names())} or auto")
+    factory = spec.factory
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory(config)

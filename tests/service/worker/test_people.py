@@ -10,6 +10,12 @@ from service.worker.boxes import InvalidOptions, PersonBox
 from service.worker.people import DetectorPool, default_detector, job_mode, people_source
 
 
+@pytest.fixture(autouse=True)
+def _no_nanodet(tmp_path, monkeypatch):
+    """These tests are about the hog/onnx/full-frame paths: no NanoDet package, so auto = hog."""
+    monkeypatch.setenv("VIDPOSE_TFJS_MODELS", str(tmp_path / "absent.tgz"))
+
+
 def test_default_detector_setting(tmp_path):
     assert default_detector(Settings(detector="auto")) == "hog"
     assert default_detector(Settings(detector="auto", detector_model=tmp_path / "d.onnx")) == "onnx"
@@ -36,7 +42,7 @@ def test_job_mode_refuses(options, needle):
 
 def test_onnx_without_a_file_is_an_invalid_option():
     pool = DetectorPool(Settings())
-    assert pool.available() == ["provided", "full-frame", "hog"]
+    assert pool.available() == ["provided", "hog", "full-frame"]  # registry order; no onnx file, no NanoDet
     with pytest.raises(InvalidOptions, match="not available on this worker"):
         people_source({"detector": "onnx"}, Settings(), pool)
 

@@ -103,8 +103,11 @@ def test_job_end_to_end_and_cross_job_batching(q_and_settings, shared_data):
 
 def test_default_detector_tracks_several_people(redis_client, redis_server, tiny_checkpoint, tmp_path,
                                                  shared_data):
-    """The default pipeline (hog detector + tracker) on a real street clip: several people per frame,
-    each track id on one person (boxes of one id move little between frames), ids in [0, 999]."""
+    """The default pipeline (nanodet when its package is present, as under CI, else hog; + tracker) on
+    a real street clip: several people per frame, each track id on one person (boxes of one id move
+    little between frames), ids in [0, 999]."""
+    from service import detectors
+
     s = make_settings(redis_server, tiny_checkpoint, tmp_path, detector="auto")
     q = JobQueue(redis_client, s)
     job = submit(q, shared_data / "videos" / "street_walk.mp4")
@@ -112,7 +115,8 @@ def test_default_detector_tracks_several_people(redis_client, redis_server, tiny
         j = wait_status(q, job, {"succeeded", "failed"})
         info = worker.info()
     assert j["status"] == "succeeded", j
-    assert info["default_detector"] == "hog" and "onnx" not in info["detectors"]
+    expected = "nanodet" if detectors.unavailable("nanodet", s) is None else "hog"
+    assert info["default_detector"] == expected and "onnx" not in info["detectors"]
     frames = q.get_frames(job, 0, 100)
     people = [len(f["instances"]) for f in frames]
     assert min(people) >= 2 and sum(people) >= 3 * len(frames), people

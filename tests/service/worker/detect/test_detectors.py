@@ -18,7 +18,8 @@ def test_full_frame():
     assert det.detect([]) == []
 
 
-def test_make_detector_names_and_errors(tmp_path):
+def test_make_detector_names_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDPOSE_TFJS_MODELS", str(tmp_path / "absent.tgz"))  # auto without NanoDet -> hog
     assert make_detector("auto", DetectorConfig()).name == "hog"
     with pytest.raises(DetectorError, match="not found"):
         make_detector("auto", DetectorConfig(model_path=tmp_path / "yolo.onnx"))  # auto -> onnx
