@@ -13,7 +13,7 @@
     the model run and the scoring are training.predict + checkpoint_eval's.
 
     python bench/detector_eval.py                         # data from ../shared/data
-    python bench/detector_eval.py --data DIR --checkpoint service/models/vidpose-tiny-cpu.safetensors
+    python bench/detector_eval.py --data DIR --checkpoint service/models/vidpose-movenet-thunder.safetensors
 
 A small sample (3 frames, 14 people): numbers say whether the pipeline works,
 not how good a detector is.
@@ -42,7 +42,7 @@ from training.datasets.posetrack import load_posetrack  # noqa: E402
 from training.evaluate.posetrack_map import points_in_polygon  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("VIDPOSE_SHARED_DATA", REPO.parent / "shared" / "data"))
-DEFAULT_CKPT = REPO / "service" / "models" / "vidpose-tiny-cpu.safetensors"
+DEFAULT_CKPT = REPO / "service" / "models" / "vidpose-movenet-thunder.safetensors"  # the served default
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
