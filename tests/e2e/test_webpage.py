@@ -2,7 +2,7 @@
 
 The browser is Debian's Chromium driven by Playwright through `executable_path` (no browser download):
 VIDPOSE_CHROMIUM, else `chromium` on PATH. Without one the tests fail in CI and are skipped elsewhere.
-Set VIDPOSE_SAVE_SCREENSHOT=1 to also copy the screenshot to docs/img/webpage.png.
+(docs/img/webpage.png is taken against the real default model by tools/webpage_screenshot.py.)
 """
 
 from __future__ import annotations
@@ -238,9 +238,6 @@ def test_upload_progress_overlay_summary_downloads(context, stack, shared_data, 
     shot = tmp_path / "webpage.png"
     page.screenshot(path=str(shot), full_page=True)
     check_screenshot(shot)
-    if os.environ.get("VIDPOSE_SAVE_SCREENSHOT") == "1":
-        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, REPO / "docs" / "img" / "webpage.png")
     watch.check()
 
 
