@@ -144,6 +144,8 @@ class _Source:
     def __init__(self, path: Path, model: str | None):
         self.path = path
         self.tar = None
+        if not path.exists():
+            raise TfjsError(f"{path}: no such file or folder")
         if path.is_file() and path.suffix == ".json":
             self.root, self.json_name = path.parent, path.name
         elif path.is_dir():
