@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from service import contract
 from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
 from service.worker.boxes import InvalidOptions
 from service.worker.decode import InvalidVideo, VideoReader
@@ -147,30 +150,31 @@ class JobRun:
         self.outcome = status
         log.info("job %s %s%s", self.job_id, status, f" ({code}: {message})" if status == "failed" else "")
 
-    def _options(self, options: dict) -> tuple[int, Any, int | None]:
+    def _options(self, stored: dict) -> tuple[dict, int, Any, int | None]:
+        """The job's options, loaded as the API validated them (contract.JobOptions), and checked
+        against what only this worker knows: its model's window."""
+        try:
+            options = contract.JobOptions.model_validate(stored)
+        except ValidationError as e:
+            raise InvalidOptions("options: " + "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
         eng = self.engine
-        window = options.get("window")
-        if window is not None and int(window) != eng.window:
-            raise InvalidOptions(f"model {eng.name!r} uses window T={eng.window}; got window={window}")
-        steps, hyp = options.get("diffusion_steps"), options.get("hypotheses")
-        for name, v, lo in (("diffusion_steps", steps, 0), ("hypotheses", hyp, 1)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-                raise InvalidOptions(f"{name} must be an integer >= {lo}")
+        if options.window is not None and options.window != eng.window:
+            raise InvalidOptions(f"model {eng.name!r} uses window T={eng.window}; "
+                                 f"got window={options.window}")
         max_frames = self.worker.settings.max_frames
-        if options.get("max_frames") is not None:
-            mf = options["max_frames"]
-            if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-                raise InvalidOptions("max_frames must be a positive integer")
-            max_frames = min(max_frames, mf)
-        return eng.window, eng.decode_options(steps, hyp), max_frames
+        if options.max_frames is not None:
+            max_frames = min(max_frames, options.max_frames)
+        return (options.stored(), eng.window, eng.decode_options(options.diffusion_steps, options.hypotheses),
+                max_frames)
 
     def _run(self) -> tuple[str, str, str]:
         q = self.queue
         job = q.get_job(self.job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return "cancelled", "", ""  # cancelled or expired before we started: just ack the entry
-        window, dopts, max_frames = self._options(job["options"])
-        people_for = people_source(job["options"], self.worker.settings, self.worker.detectors)
+        options, window, dopts, max_frames = self._options(job["options"])
+        people_for = people_source(options, self.worker.settings, self.worker.detectors)
         blob = Path(job["blob"])
         if not blob.is_absolute():
             blob = Path(self.worker.settings.blob_dir) / blob
@@ -230,9 +234,7 @@ class JobRun:
 
     def _frame_ready(self, index: int) -> None:
         slot = self._slots[index]
-        slot.instances.sort(key=lambda inst: inst["track_id"])
-        self._ready[index] = {"frame_index": index, "timestamp_s": round(slot.timestamp_s, 6),
-                              "instances": slot.instances}
+        self._ready[index] = contract.result_frame(index, slot.timestamp_s, slot.instances)
         slot.instances = []  # the ready frame owns them now; the slot only tracks completion
 
     def _pump(self, block: bool) -> None:

@@ -281,7 +281,8 @@ class Worker:
             self.load()
         self.queue.ensure_groups(self.models)
         for eng in self.engines.values():
-            info = {**eng.info(), "worker": self.worker_id, "registered_at": time.time()}
+            info = {**eng.info(self.detectors.available()), "worker": self.worker_id,
+                    "registered_at": time.time()}
             self.queue.register_model(eng.name, info)
         if self.settings.worker_metrics_port:
             self.http = WorkerHTTP(self.metrics_host, self.settings.worker_metrics_port, self._readiness,
