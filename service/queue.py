@@ -278,12 +278,8 @@ class JobQueue:
         The stream entry stays: the worker that holds (or next claims) it sees the
         cancelled status, stops within one batch, and acks it.
         """
-        changed, before = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key("-"), self.dead_key],
-            args=["cancelled", repr(time.time()), self.settings.job_ttl_s, GROUP, "",
-                  "cancelled", "cancelled by the client", "0", job_id, "", "", self.prefix, DEAD_MAXLEN],
-        )
+        changed, before = self._terminal(job_id, "cancelled", code="cancelled",
+                                         message="cancelled by the client")
         before = _s(before)
         return bool(int(changed)), (before or None)
 
@@ -429,13 +425,32 @@ class JobQueue:
         """
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
-        changed, _ = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key(model), self.dead_key],
-            args=[status, repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id or "",
-                  error_code or "", error_message or "", "0", job_id, model, "", self.prefix, DEAD_MAXLEN],
-        )
+        changed, _ = self._terminal(job_id, status, model, entry_id, error_code or "", error_message or "")
         return bool(int(changed))
+
+    def _terminal(self, job_id: str, status: str, model: str = "", entry_id: str = "", code: str = "",
+                  message: str = "", dead_reason: str | None = None):
+        """The one call of the _FINISH script: job -> `status` (from queued/running only), backlog
+        released, the model's stream entry (if any) acked and deleted, and with `dead_reason` the entry
+        recorded in the dead-letter stream. Returns the script's (changed, status before)."""
+        return self._finish(
+            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
+                  self.stream_key(model or "-"), self.dead_key],
+            args=[status, repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id or "", code, message,
+                  "1" if dead_reason is not None else "0", job_id, model, dead_reason or "", self.prefix,
+                  DEAD_MAXLEN],
+        )
+
+    def touch(self, consumer: str, model: str, entry_id: str) -> bool:
+        """Reset the idle time of an entry `consumer` holds (XCLAIM to itself, JUSTID: the delivery
+        count stays), so other workers' XAUTOCLAIM takes only dead workers' entries. False when
+        another consumer holds it now (it was taken over) or it is gone."""
+        stream = self.stream_key(model)
+        rows = self.r.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
+        if not rows or _s(rows[0]["consumer"]) != consumer:
+            return False
+        self.r.xclaim(stream, GROUP, consumer, 0, [entry_id], justid=True)
+        return True
 
     def ack(self, model: str, entry_id: str) -> None:
         """Acknowledge and delete a stream entry without touching the job (finish() already does this)."""
@@ -446,12 +461,8 @@ class JobQueue:
 
     def dead_letter(self, job_id: str, model: str, entry_id: str, reason: str) -> bool:
         """Record the entry in `P:dead`, fail the job with too_many_deliveries, ack the entry."""
-        changed, _ = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key(model), self.dead_key],
-            args=["failed", repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id,
-                  "too_many_deliveries", reason, "1", job_id, model, reason, self.prefix, DEAD_MAXLEN],
-        )
+        changed, _ = self._terminal(job_id, "failed", model, entry_id, "too_many_deliveries", reason,
+                                    dead_reason=reason)
         return bool(int(changed))
 
     def requeue(self, job_id: str, model: str, entry_id: str) -> bool:

@@ -201,11 +201,7 @@ class JobRun:
         if n != info.frames:  # the container's count was off: the decoded count is the truth
             log.info("job %s: container said %d frames, decoded %d", self.job_id, info.frames, n)
             fixed = {**info.to_dict(), "frames": n}
-            setter = getattr(q, "set_frames_total", None)
-            if setter is not None:
-                setter(self.job_id, n, fixed)
-            else:
-                q.start(self.job_id, self.worker.worker_id, n, fixed)
+            q.set_frames_total(self.job_id, n, fixed)
         while self._inflight > 0 or self._ready:
             self._pump(block=True)
             self._flush(force=self._inflight == 0)

@@ -35,7 +35,7 @@ from service.metrics import (
     WORKER_JOBS_HELD,
     WORKER_UP,
 )
-from service.queue import GROUP, JobQueue
+from service.queue import JobQueue
 from service.settings import Settings
 from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
@@ -179,22 +179,8 @@ class Worker:
         worker took over meanwhile is let go."""
         with self._runs_lock:
             held = list(self.runs.items())
-        touch = getattr(self.queue, "touch", None)
         for (model, entry_id), run in held:
-            if run.outcome is not None:
-                continue
-            if touch is not None:
-                still_ours = touch(self.worker_id, model, entry_id)
-            else:
-                stream = self.queue.stream_key(model)
-                rows = self.redis.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
-                consumer = rows[0]["consumer"] if rows else None
-                if isinstance(consumer, bytes):
-                    consumer = consumer.decode()
-                still_ours = consumer == self.worker_id
-                if still_ours:
-                    self.redis.xclaim(stream, GROUP, self.worker_id, 0, [entry_id], justid=True)
-            if not still_ours:
+            if run.outcome is None and not self.queue.touch(self.worker_id, model, entry_id):
                 run.abort("lost")
 
     def _heartbeat_once(self) -> None:
