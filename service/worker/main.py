@@ -40,7 +40,7 @@ from service.settings import Settings
 from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
 from service.worker.http import WorkerHTTP
-from service.worker.job import JobRun
+from service.worker.job import JobContext, JobRun
 from service.worker.people import DetectorPool, default_detector
 from service.worker.pipeline import run_windows
 from service.worker.windows import Window
@@ -97,7 +97,8 @@ class Worker:
         self.http: WorkerHTTP | None = None
         self.batcher = DynamicBatcher(
             settings.worker_max_batch, settings.worker_max_wait_ms / 1000.0, self._run_batch,
-            on_done=self._on_done, on_drop=self._on_drop, observe=self._observe)
+            observe=self._observe)
+        self.job_context = JobContext(self.queue, self.batcher, settings, self.detectors, self.worker_id)
         self._last_reclaim = 0.0
         self.jobs_done = 0
 
@@ -146,26 +147,6 @@ class Worker:
         model, dopts = windows[0].batch_key
         max_encode = max(self.settings.worker_max_batch, 8)
         return run_windows(self.engines[model], windows, dopts, max_encode=max_encode)
-
-    def _route(self, windows: list[Window]) -> dict:
-        by_owner: dict[int, tuple[JobRun, list[int]]] = {}
-        for i, w in enumerate(windows):
-            owner = w.builder.owner
-            by_owner.setdefault(id(owner), (owner, []))[1].append(i)
-        return by_owner
-
-    def _on_done(self, windows: list[Window], results) -> None:
-        for w in windows:
-            w.builder.release(w)
-        for owner, idx in self._route(windows).values():
-            ws = [windows[i] for i in idx]
-            owner.on_results(ws, results if isinstance(results, BaseException) else [results[i] for i in idx])
-
-    def _on_drop(self, windows: list[Window]) -> None:
-        for w in windows:
-            w.builder.release(w)
-        for owner, idx in self._route(windows).values():
-            owner.on_dropped([windows[i] for i in idx])
 
     def _observe(self, batch: list[Window], wait_s: float) -> None:
         model = batch[0].batch_key[0]
@@ -226,7 +207,7 @@ class Worker:
                     log.warning("job %s dead-lettered: %s", job_id, reason)
                     continue
                 log.info("job %s reclaimed from a dead worker (entry %s)", job_id, entry_id)
-            run = JobRun(self, model, entry_id, job_id)
+            run = JobRun(self.job_context, self.engines[model], entry_id, job_id)
             with self._runs_lock:
                 self.runs[(model, entry_id)] = run
             run.start()
