@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from service import contract
 from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
 from service.worker.boxes import InvalidOptions
-from service.worker.decode import InvalidVideo, VideoReader
 from service.worker.people import people_source
 from service.worker.pipeline import to_instance
+from service.worker.video import InvalidVideo, VideoReader
 from service.worker.windows import Window, WindowBuilder
 
 if TYPE_CHECKING:
