@@ -198,14 +198,14 @@ class ModelInfo(BaseModel):
 
 # ------------------------------------------------------------------------------------------ results
 class ModelRef(BaseModel):
-    name: str
-    version: str | None = None
+    name: str = Field(description="The model (checkpoint) name.")
+    version: str | None = Field(None, description="Its version (checkpoint info, else a file hash).")
 
 
 class VideoInfo(BaseModel):
-    width: int
-    height: int
-    fps: float
+    width: int = Field(description="Frame width, pixels.")
+    height: int = Field(description="Frame height, pixels.")
+    fps: float = Field(description="Frames per second (as the container states it).")
     frames: int = Field(description="Frames the job covers (decoded count).")
 
 
@@ -239,13 +239,14 @@ class ResultPage(BaseModel):
     """One page of a succeeded job's result (GET /jobs/{id}/result, format=json)."""
 
     schema_version: int = Field(SCHEMA_VERSION, description="Version of this result shape.")
-    job_id: str
-    model: ModelRef
-    video: VideoInfo
+    job_id: str = Field(description="The job.")
+    model: ModelRef = Field(description="The model that made the result.")
+    video: VideoInfo = Field(description="The clip.")
     keypoint_names: list[str] = Field(description="Names of the keypoint slots (the model's own).")
     skeleton: list[list[int]] = Field(description="Limbs as 0-based index pairs into keypoint_names (the "
                                       "model's own).")
-    frames: list[ResultFrame]
+    frames: list[ResultFrame] = Field(description="This page's frames, in order (start_frame.. at most "
+                                      "`limit` frames).")
     next_start_frame: int | None = Field(description="start_frame of the next page; null on the last.")
 
 

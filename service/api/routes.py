@@ -1,4 +1,4 @@
-"""HTTP endpoints: jobs (submit, status, result, cancel), models, and ops (health, readiness, metrics).
+"""HTTP endpoints of jobs: submit, status, result, cancel (models, detectors and ops: info_routes.py).
 
 Endpoints that only talk to Redis are plain `def`s: FastAPI runs them in its
 threadpool, so the synchronous redis-py client never blocks the event loop.
@@ -11,7 +11,7 @@ import json
 import re
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +21,8 @@ from service.api import catalog
 from service.api.auth import authenticate
 from service.api.errors import ApiError, validation_message
 from service.api.formats import FormatError, to_coco, to_posetrack
+from service.api.info_routes import app_state as _state
+from service.api.info_routes import list_detectors, list_models
 from service.api.probe import InvalidVideo, probe_video
 from service.api.schemas import (
     DetectorList,
@@ -45,10 +47,6 @@ _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415,
 
 
 # ---------------------------------------------------------------- helpers
-def _state(request: Request) -> tuple[Settings, JobQueue]:
-    return request.app.state.settings, request.app.state.queue
-
-
 def _base(request: Request) -> str:
     """URL prefix the client used (root_path behind a proxy, plus /v1 when called there)."""
     root = request.scope.get("root_path", "") or ""
@@ -334,80 +332,6 @@ def cancel_job(job_id: str, request: Request, owner: str = Depends(authenticate)
     return _job_view(job, _model_info(queue, job["model"]))
 
 
-def list_models(request: Request, owner: str = Depends(authenticate)):
-    settings, queue = _state(request)
-    registered = queue.list_models()
-    served: dict[str, list[dict]] = {}
-    for worker in queue.live_workers():
-        for name in catalog.worker_models(worker):
-            served.setdefault(name, []).append(worker)
-    entries: dict[str, dict] = {}
-    if registered:
-        for name, info in registered.items():
-            entries[name] = {"name": name, "version": info.get("version"), "source": "workers",
-                             "config": catalog.config_summary(info)}
-    else:  # no worker registered yet: what would be served, from the checkpoint files
-        for info in catalog.scan_models_dir(settings.models_dir):
-            entries[info["name"]] = {"name": info["name"], "version": info.get("version"),
-                                     "source": "models_dir", "config": info.get("config", {}),
-                                     "error": info.get("error")}
-    for name in served:
-        entries.setdefault(name, {"name": name, "version": None, "source": "workers", "config": {}})
-    models = []
-    for name in sorted(entries):
-        workers = served.get(name, [])
-        devices = sorted({str(w.get("device")) for w in workers if w.get("device")})
-        models.append({**entries[name], "default": name == settings.default_model, "loaded": bool(workers),
-                       "workers": len(workers), "devices": devices})
-    return {"default_model": settings.default_model, "models": models}
-
-
-def list_detectors(request: Request, owner: str = Depends(authenticate)):
-    """The detector registry, with what the live workers can run (the web page's picker)."""
-    settings, queue = _state(request)
-    workers = [w for w in queue.live_workers() if isinstance(w.get("detectors"), list)]
-    defaults = [w["default_detector"] for w in workers if w.get("default_detector")]
-    default = max(set(defaults), key=defaults.count) if defaults else detectors.resolve(settings)[0]
-    rows = []
-    for row in detectors.catalog(settings):
-        n = sum(row["name"] in w["detectors"] for w in workers)
-        available = n > 0 if workers else detectors.unavailable(row["name"], settings) is None
-        rows.append({**row, "available": available, "workers": n})
-    return {"default_detector": default, "detectors": rows}
-
-
-# ---------------------------------------------------------------- ops (no auth)
-def healthz():
-    return {"status": "ok"}
-
-
-def readyz(request: Request):
-    _, queue = _state(request)
-    try:
-        queue.ping()
-        workers = queue.live_workers()
-    except Exception as e:  # any Redis failure means not ready
-        raise ApiError(503, "redis_unavailable", f"Redis is not reachable: {e}") from None
-    if not workers:
-        raise ApiError(503, "no_live_workers",
-                       "no worker has sent a heartbeat recently; start `vidpose worker`")
-    return {"status": "ready", "workers": len(workers)}
-
-
-def prometheus_metrics(request: Request):
-    settings, queue = _state(request)
-    try:  # gauges that live in Redis are read at scrape time
-        metrics.BACKLOG_FRAMES.set(queue.backlog_frames())
-        metrics.LIVE_WORKERS.set(len(queue.live_workers()))
-        metrics.DEAD_LETTER_JOBS.set(queue.dead_letter_count())
-        for name in set(settings.models) | set(queue.list_models()):
-            metrics.QUEUE_JOBS.labels(name).set(queue.queue_length(name))
-    except Exception:  # Redis down: still serve what this process knows
-        pass
-    body, content_type = metrics.render(metrics.API_REGISTRY)
-    return Response(body, media_type=content_type)
-
-
 # ---------------------------------------------------------------- routers
 def jobs_router(prefix: str = "") -> APIRouter:
     """The jobs API under `prefix` ("" and "/v1"). Built per prefix so each route's template
@@ -428,15 +352,4 @@ def jobs_router(prefix: str = "") -> APIRouter:
     r.add_api_route("/detectors", list_detectors, methods=["GET"], response_model=DetectorList,
                     responses=_ERRORS,
                     summary="Person detectors (the registry) and which the live workers can run")
-    return r
-
-
-def ops_router() -> APIRouter:
-    """Probes and metrics: never behind auth, only at the root."""
-    r = APIRouter(tags=["ops"])
-    r.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the process answers")
-    r.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"model": ErrorBody}},
-                    summary="Readiness: Redis reachable and at least one live worker")
-    r.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
-                    summary="Prometheus metrics of the API process")
     return r

@@ -163,3 +163,21 @@ def test_posetrack_export_is_read_by_the_poseval_evaluator(shared_data):
     for group in ("Sho", "Elb", "Wri", "Hip", "Knee", "Ank"):
         assert result.groups[group] == pytest.approx(100.0), group
     assert result.total > 90.0, result.table()
+
+
+def test_every_contract_field_is_documented_in_openapi():
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    spec = create_app(Settings(redis_url="redis://127.0.0.1:1")).openapi()
+    schemas = spec["components"]["schemas"]
+    form = spec["paths"]["/estimate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    options = form["properties"]["options"]["contentSchema"]
+    boxes = options["properties"]["boxes"]["anyOf"][0]["additionalProperties"]["items"]
+    undocumented = [f"{name}.{field}"
+                    for name, schema in [*((n, schemas[n]) for n in ("ResultPage", "ResultFrame", "Instance",
+                                                                     "ModelRef", "VideoInfo")),
+                                         ("JobOptions", options), ("ClientBox", boxes)]
+                    for field, prop in schema["properties"].items() if not prop.get("description")]
+    assert not undocumented
+    assert all(f"`{k}`" in form["properties"]["options"]["description"] for k in options["properties"])
