@@ -27,7 +27,7 @@ BACKBONE_FIELDS = {"vit": ("embed_dim", "depth", "num_heads", "patch_size"), "mo
 def _summary(config: dict) -> dict:
     backbone = config.get("backbone", "vit")
     foreign = {f for b, fields in BACKBONE_FIELDS.items() if b != backbone for f in fields}
-    return {k: config[k] for k in SUMMARY_FIELDS if k in config and k not in foreign}
+    return {k: config[k] for k in SUMMARY_FIELDS if config.get(k) is not None and k not in foreign}
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict, bytes]:

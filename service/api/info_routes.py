@@ -10,6 +10,7 @@ from service.api import catalog
 from service.api.auth import authenticate
 from service.api.errors import ApiError
 from service.api.schemas import ErrorBody
+from service.contract import ModelInfo
 from service.queue import JobQueue
 from service.settings import Settings
 
@@ -26,15 +27,16 @@ def list_models(request: Request, owner: str = Depends(authenticate)):
         for name in catalog.worker_models(worker):
             served.setdefault(name, []).append(worker)
     entries: dict[str, dict] = {}
-    if registered:
-        for name, info in registered.items():
-            entries[name] = {"name": name, "version": info.get("version"), "source": "workers",
-                             "config": catalog.config_summary(info)}
-    else:  # no worker registered yet: what would be served, from the checkpoint files
-        for info in catalog.scan_models_dir(settings.models_dir):
-            entries[info["name"]] = {"name": info["name"], "version": info.get("version"),
-                                     "source": "models_dir", "config": info.get("config", {}),
-                                     "error": info.get("error")}
+    if registered:  # what workers published (contract.ModelInfo)
+        sources = [("workers", ModelInfo.model_validate({**info, "name": name}))
+                   for name, info in registered.items()]
+    else:  # no worker registered yet: what would be served, from the checkpoint files (the same type)
+        sources = [("models_dir", ModelInfo.model_validate(info))
+                   for info in catalog.scan_models_dir(settings.models_dir)]
+    for source, info in sources:
+        entries[info.name] = {"name": info.name, "version": info.version, "source": source,
+                              "config": catalog.config_summary(info.model_dump()), "window": info.window,
+                              "keypoint_names": info.keypoint_names, "error": info.error}
     for name in served:
         entries.setdefault(name, {"name": name, "version": None, "source": "workers", "config": {}})
     models = []

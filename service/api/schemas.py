@@ -56,7 +56,9 @@ class ModelEntry(BaseModel):
     workers: int
     source: Literal["workers", "models_dir"]
     devices: list[str] = []
-    config: dict = {}
+    config: dict = Field({}, description="A summary of the model's configuration.")
+    window: int | None = Field(None, description="Temporal window T (the only `options.window` it accepts).")
+    keypoint_names: list[str] = Field([], description="Its keypoint slots, in output order (empty: COCO-17).")
     error: str | None = None
 
 
