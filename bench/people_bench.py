@@ -64,7 +64,7 @@ def e2e(clip: Path, frames: int, rounds: int) -> None:
     import httpx
 
     from service.settings import get_settings
-    from service.worker.serve import Stack
+    from service.stack import Stack
 
     work = Path(tempfile.mkdtemp(prefix="vidpose-people-e2e-"))
     os.environ.update({"VIDPOSE_BLOB_DIR": str(work / "blobs"), "VIDPOSE_LOG_LEVEL": "warning",

@@ -87,8 +87,8 @@ def make_model(args, workdir: Path) -> Path:
 def bare_clip(engine, clip: Path, max_batch: int) -> int:
     """One clip through decode -> crops -> windows -> encode/decode -> image keypoints; returns frames."""
     from service.worker.boxes import full_frame_boxes
-    from service.worker.decode import VideoReader
     from service.worker.pipeline import run_windows, to_instance
+    from service.worker.video import VideoReader
     from service.worker.windows import WindowBuilder
 
     results: dict[int, list] = {}
@@ -236,9 +236,9 @@ def main() -> int:
 
     import torch
 
+    from service.stack import Stack
     from service.worker.engine import Engine
-    from service.worker.main import auto_threads
-    from service.worker.serve import Stack
+    from service.worker.worker import auto_threads
 
     args.threads = args.threads or auto_threads()
     os.environ["VIDPOSE_WORKER_THREADS"] = str(args.threads)

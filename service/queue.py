@@ -26,121 +26,13 @@ import secrets
 import time
 from typing import Any
 
+from service.queue_scripts import FINISH_LUA, REQUEUE_LUA, SET_TOTAL_LUA, START_LUA, SUBMIT_LUA, WRITE_LUA
 from service.settings import Settings
 
 GROUP = "workers"
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 DEAD_MAXLEN = 10000  # dead-letter stream keeps about this many entries
-
-# KEYS: idem, job, backlog, stream   ARGV: has_idem, job_id, idem_ttl, frames_total, prefix, field/value...
-_SUBMIT = """
-if ARGV[1] == '1' then
-  local existing = redis.call('GET', KEYS[1])
-  if existing and redis.call('EXISTS', ARGV[5] .. ':job:' .. existing) == 1 then
-    return {0, existing}
-  end
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
-end
-local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-local entry = redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[2])
-redis.call('HSET', KEYS[2], 'entry_id', entry, 'backlog', ARGV[4])
-redis.call('INCRBY', KEYS[3], tonumber(ARGV[4]))
-return {1, ARGV[2]}
-"""
-
-# KEYS: job, backlog   ARGV: worker_id, frames_total, video_json, now
-_START = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'queued' and st ~= 'running' then return 0 end
-local old = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
-local new = tonumber(ARGV[2])
-redis.call('INCRBY', KEYS[2], new - old)
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'frames_total', new,
-           'backlog', new, 'video', ARGV[3])
-if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then
-  redis.call('HSET', KEYS[1], 'started_at', ARGV[4])
-end
-redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-return 1
-"""
-
-# KEYS: job, backlog   ARGV: frames_total, video_json
-_SET_TOTAL = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-local old = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
-local new = tonumber(ARGV[1])
-redis.call('INCRBY', KEYS[2], new - old)
-redis.call('HSET', KEYS[1], 'frames_total', new, 'backlog', new, 'video', ARGV[2])
-return 1
-"""
-
-# KEYS: job, frames   ARGV: field/value...
-_WRITE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
-  return tonumber(redis.call('HGET', KEYS[1], 'frames_done') or '0')
-end
-for i = 1, #ARGV, 1000 do  -- chunks keep unpack() under Lua's stack limit
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-local n = redis.call('HLEN', KEYS[2])
-redis.call('HSET', KEYS[1], 'frames_done', n)
-return n
-"""
-
-# Terminal transition, shared by finish, cancel and dead_letter.
-# KEYS: job, frames, backlog, stream, dead
-# ARGV: status, now, ttl, group, entry_id, error_code, error_message, dead(0/1), job_id, model, reason,
-#       prefix, dead_maxlen
-# A cancel passes no entry_id: if the job's entry was never delivered it is deleted (no worker will
-# get it); if a worker holds it, that worker sees the status and acks it.
-_FINISH = """
-local st = redis.call('HGET', KEYS[1], 'status')
-local changed = 0
-if st == 'queued' or st == 'running' then
-  if ARGV[8] == '1' then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', tonumber(ARGV[13]), '*', 'job_id', ARGV[9], 'model', ARGV[10],
-               'entry_id', ARGV[5], 'reason', ARGV[11], 'at', ARGV[2])
-  end
-  if ARGV[5] == '' then
-    local entry = redis.call('HGET', KEYS[1], 'entry_id')
-    local model = redis.call('HGET', KEYS[1], 'model')
-    if entry and model then
-      local stream = ARGV[12] .. ':jobs:' .. model
-      local ok, pending = pcall(redis.call, 'XPENDING', stream, ARGV[4], entry, entry, 1)
-      if (not ok) or #pending == 0 then redis.call('XDEL', stream, entry) end
-    end
-  end
-  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2],
-             'error_code', ARGV[6], 'error_message', ARGV[7])
-  local held = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
-  if held ~= 0 then redis.call('DECRBY', KEYS[3], held) end
-  redis.call('HSET', KEYS[1], 'backlog', 0)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-  changed = 1
-end
-if ARGV[5] ~= '' then
-  redis.call('XACK', KEYS[4], ARGV[4], ARGV[5])
-  redis.call('XDEL', KEYS[4], ARGV[5])
-end
-if st then return {changed, st} end
-return {changed, ''}
-"""
-
-# KEYS: job, stream   ARGV: group, old_entry_id, job_id
-_REQUEUE = """
-redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[2], ARGV[2])
-local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'queued' and st ~= 'running' then return 0 end
-local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[3])
-redis.call('HSET', KEYS[1], 'status', 'queued', 'entry_id', entry, 'worker', '')
-return 1
-"""
-
 
 def _s(value: Any) -> Any:
     """bytes -> str (the client may or may not decode responses)."""
@@ -163,12 +55,12 @@ class JobQueue:
         self.r = redis_client
         self.settings = settings
         self.prefix = settings.key_prefix
-        self._submit = self.r.register_script(_SUBMIT)
-        self._start = self.r.register_script(_START)
-        self._set_total = self.r.register_script(_SET_TOTAL)
-        self._write = self.r.register_script(_WRITE)
-        self._finish = self.r.register_script(_FINISH)
-        self._requeue = self.r.register_script(_REQUEUE)
+        self._submit = self.r.register_script(SUBMIT_LUA)
+        self._start = self.r.register_script(START_LUA)
+        self._set_total = self.r.register_script(SET_TOTAL_LUA)
+        self._write = self.r.register_script(WRITE_LUA)
+        self._finish = self.r.register_script(FINISH_LUA)
+        self._requeue = self.r.register_script(REQUEUE_LUA)
 
     # ---- keys ----
     def stream_key(self, model: str) -> str:
@@ -278,12 +170,8 @@ class JobQueue:
         The stream entry stays: the worker that holds (or next claims) it sees the
         cancelled status, stops within one batch, and acks it.
         """
-        changed, before = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key("-"), self.dead_key],
-            args=["cancelled", repr(time.time()), self.settings.job_ttl_s, GROUP, "",
-                  "cancelled", "cancelled by the client", "0", job_id, "", "", self.prefix, DEAD_MAXLEN],
-        )
+        changed, before = self._terminal(job_id, "cancelled", code="cancelled",
+                                         message="cancelled by the client")
         before = _s(before)
         return bool(int(changed)), (before or None)
 
@@ -429,13 +317,32 @@ class JobQueue:
         """
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
-        changed, _ = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key(model), self.dead_key],
-            args=[status, repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id or "",
-                  error_code or "", error_message or "", "0", job_id, model, "", self.prefix, DEAD_MAXLEN],
-        )
+        changed, _ = self._terminal(job_id, status, model, entry_id, error_code or "", error_message or "")
         return bool(int(changed))
+
+    def _terminal(self, job_id: str, status: str, model: str = "", entry_id: str = "", code: str = "",
+                  message: str = "", dead_reason: str | None = None):
+        """The one call of the FINISH_LUA script: job -> `status` (from queued/running only), backlog
+        released, the model's stream entry (if any) acked and deleted, and with `dead_reason` the entry
+        recorded in the dead-letter stream. Returns the script's (changed, status before)."""
+        return self._finish(
+            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
+                  self.stream_key(model or "-"), self.dead_key],
+            args=[status, repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id or "", code, message,
+                  "1" if dead_reason is not None else "0", job_id, model, dead_reason or "", self.prefix,
+                  DEAD_MAXLEN],
+        )
+
+    def touch(self, consumer: str, model: str, entry_id: str) -> bool:
+        """Reset the idle time of an entry `consumer` holds (XCLAIM to itself, JUSTID: the delivery
+        count stays), so other workers' XAUTOCLAIM takes only dead workers' entries. False when
+        another consumer holds it now (it was taken over) or it is gone."""
+        stream = self.stream_key(model)
+        rows = self.r.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
+        if not rows or _s(rows[0]["consumer"]) != consumer:
+            return False
+        self.r.xclaim(stream, GROUP, consumer, 0, [entry_id], justid=True)
+        return True
 
     def ack(self, model: str, entry_id: str) -> None:
         """Acknowledge and delete a stream entry without touching the job (finish() already does this)."""
@@ -446,12 +353,8 @@ class JobQueue:
 
     def dead_letter(self, job_id: str, model: str, entry_id: str, reason: str) -> bool:
         """Record the entry in `P:dead`, fail the job with too_many_deliveries, ack the entry."""
-        changed, _ = self._finish(
-            keys=[self.job_key(job_id), self.frames_key(job_id), self.backlog_key,
-                  self.stream_key(model), self.dead_key],
-            args=["failed", repr(time.time()), self.settings.job_ttl_s, GROUP, entry_id,
-                  "too_many_deliveries", reason, "1", job_id, model, reason, self.prefix, DEAD_MAXLEN],
-        )
+        changed, _ = self._terminal(job_id, "failed", model, entry_id, "too_many_deliveries", reason,
+                                    dead_reason=reason)
         return bool(int(changed))
 
     def requeue(self, job_id: str, model: str, entry_id: str) -> bool:

@@ -17,6 +17,7 @@ import csv
 import math
 import os
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -74,6 +75,14 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
     return torch.device(name)
+
+
+def _vidpose_version() -> str:
+    """The installed vidpose distribution's version (training never imports `service`)."""
+    try:
+        return metadata.version("vidpose")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _git_commit() -> str | None:
@@ -156,15 +165,13 @@ class Trainer:
             print(f"[train] resumed {self.out} at step {self.step}")
 
     def _info(self, metrics: dict | None = None) -> dict:
-        from service import __version__
-
         return {
             "step": self.step,
             "train_data": self.tc.train_data,
             "val_data": self.tc.val_data,
             "train_config": self.tc.to_dict(),
             "metrics": metrics or {},
-            "vidpose_version": __version__,
+            "vidpose_version": _vidpose_version(),
             "git_commit": _git_commit(),
         }
 

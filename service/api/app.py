@@ -6,9 +6,10 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.errors import install_error_handlers
+from service.api.info_routes import ops_router
 from service.api.middleware import HttpMetricsMiddleware
 from service.api.overlay import overlay_router
-from service.api.routes import jobs_router, ops_router
+from service.api.routes import jobs_router
 from service.api.webpage import install_webpage
 from service.blobs import BlobStore
 from service.queue import JobQueue

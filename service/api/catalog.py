@@ -27,7 +27,7 @@ BACKBONE_FIELDS = {"vit": ("embed_dim", "depth", "num_heads", "patch_size"), "mo
 def _summary(config: dict) -> dict:
     backbone = config.get("backbone", "vit")
     foreign = {f for b, fields in BACKBONE_FIELDS.items() if b != backbone for f in fields}
-    return {k: config[k] for k in SUMMARY_FIELDS if k in config and k not in foreign}
+    return {k: config[k] for k in SUMMARY_FIELDS if config.get(k) is not None and k not in foreign}
 
 
 def read_safetensors_header(path: str | Path) -> tuple[dict, bytes]:
@@ -67,13 +67,14 @@ def _file_hash(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: recom
 
 
 def config_summary(info: dict) -> dict:
-    """The SUMMARY_FIELDS of a worker's model info (flat, or under "config")."""
-    source = info.get("config") if isinstance(info.get("config"), dict) else info
+    """The SUMMARY_FIELDS of a model config, or of a model info (under "config", or flat)."""
+    source = info.get("config") if isinstance(info.get("config"), dict) and info["config"] else info
     return _summary(source)
 
 
 def checkpoint_info(path: str | Path) -> dict:
-    """{name, version, config summary, keypoints, info} of a vidpose checkpoint (or {name, error})."""
+    """{name, version, config summary, keypoint_names, skeleton, window, info} of a vidpose checkpoint (or
+    {name, error}): the fields of a service.contract.ModelInfo."""
     path = Path(path)
     entry: dict = {"name": path.stem}
     try:
@@ -84,7 +85,9 @@ def checkpoint_info(path: str | Path) -> dict:
         config = json.loads(meta.get("config", "{}"))
         info = json.loads(meta.get("info", "{}"))
         entry["config"] = _summary(config)
-        entry["keypoints"] = json.loads(meta.get("keypoints", "[]"))
+        entry["keypoint_names"] = json.loads(meta.get("keypoints", "[]"))
+        entry["skeleton"] = json.loads(meta.get("skeleton", "[]"))
+        entry["window"] = config.get("window")
         entry["info"] = info
         entry["version"] = str(info.get("version") or file_hash(path))
     except (OSError, ValueError) as e:

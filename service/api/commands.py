@@ -76,7 +76,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from service.api.client import ApiError, JobTimeout, VidposeClient
-    from service.api.formats import to_coco, to_posetrack
+    from service.api.formats import FormatError, to_coco, to_posetrack
     from service.settings import get_settings
 
     def fail(msg: str, code: int = 1) -> int:
@@ -124,12 +124,15 @@ def run_estimate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 130
 
-    if args.format == "posetrack":
-        data = to_posetrack(result, video_name=clip.stem)
-    elif args.format == "coco":
-        data = to_coco(result["frames"])
-    else:
-        data = result
+    try:
+        if args.format == "posetrack":
+            data = to_posetrack(result, video_name=clip.stem)
+        elif args.format == "coco":
+            data = to_coco(result)
+        else:
+            data = result
+    except FormatError as e:
+        return fail(f"{e}; job {job_id} succeeded, its result is at {server}/jobs/{job_id}/result")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
     tmp.write_text(json.dumps(data))

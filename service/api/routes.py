@@ -1,4 +1,4 @@
-"""HTTP endpoints: jobs (submit, status, result, cancel), models, and ops (health, readiness, metrics).
+"""HTTP endpoints of jobs: submit, status, result, cancel (models, detectors and ops: info_routes.py).
 
 Endpoints that only talk to Redis are plain `def`s: FastAPI runs them in its
 threadpool, so the synchronous redis-py client never blocks the event loop.
@@ -11,28 +11,29 @@ import json
 import re
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON
-from service import detectors, metrics
+from service import contract, detectors, metrics
 from service.api import catalog
 from service.api.auth import authenticate
 from service.api.errors import ApiError, validation_message
-from service.api.formats import to_coco, to_posetrack
+from service.api.formats import FormatError, to_coco, to_posetrack
+from service.api.info_routes import app_state as _state
+from service.api.info_routes import list_detectors, list_models
 from service.api.probe import InvalidVideo, probe_video
 from service.api.schemas import (
     DetectorList,
     ErrorBody,
-    EstimateOptions,
     JobAccepted,
     JobView,
     ModelList,
     ResultPage,
 )
 from service.api.upload import MultipartUpload
+from service.contract import JobOptions, ModelInfo
 from service.queue import ACTIVE, JobQueue
 from service.settings import Settings
 
@@ -46,10 +47,6 @@ _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415,
 
 
 # ---------------------------------------------------------------- helpers
-def _state(request: Request) -> tuple[Settings, JobQueue]:
-    return request.app.state.settings, request.app.state.queue
-
-
 def _base(request: Request) -> str:
     """URL prefix the client used (root_path behind a proxy, plus /v1 when called there)."""
     root = request.scope.get("root_path", "") or ""
@@ -65,11 +62,12 @@ def _load_job(queue: JobQueue, job_id: str, owner: str) -> dict:
     return job
 
 
-def _model_info(queue: JobQueue, name: str) -> dict:
-    return queue.list_models().get(name, {})
+def _model_info(queue: JobQueue, name: str) -> ModelInfo:
+    """What workers registered for the model (a bare ModelInfo when none has)."""
+    return ModelInfo.model_validate({**queue.list_models().get(name, {}), "name": name})
 
 
-def _job_view(job: dict, model_info: dict) -> dict:
+def _job_view(job: dict, model_info: ModelInfo) -> dict:
     total, done = job["frames_total"], job["frames_done"]
     if job["status"] == "succeeded":
         progress = 1.0
@@ -82,7 +80,7 @@ def _job_view(job: dict, model_info: dict) -> dict:
         "job_id": job["job_id"], "status": job["status"], "progress": round(progress, 4),
         "frames_total": total, "frames_done": done, "created_at": job["created_at"],
         "started_at": job["started_at"], "finished_at": job["finished_at"],
-        "model": {"name": job["model"], "version": model_info.get("version")},
+        "model": {"name": job["model"], "version": model_info.version},
         "error": error,
     }
 
@@ -104,9 +102,9 @@ def _known_models(settings: Settings, queue: JobQueue) -> set[str]:
     return names
 
 
-def _parse_options(raw: str | None) -> EstimateOptions:
+def _parse_options(raw: str | None) -> JobOptions:
     if raw is None or not raw.strip():
-        return EstimateOptions()
+        return JobOptions()
     try:
         data = json.loads(raw)
     except ValueError as e:
@@ -114,7 +112,7 @@ def _parse_options(raw: str | None) -> EstimateOptions:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_options", "options must be a JSON object")
     try:
-        return EstimateOptions.model_validate(data)
+        return JobOptions.model_validate(data)
     except ValidationError as e:
         raise ApiError(422, "invalid_options", "options: " + validation_message(e.errors())) from None
 
@@ -153,13 +151,33 @@ def _too_busy(settings: Settings, backlog: int) -> ApiError:
 
 
 # ---------------------------------------------------------------- jobs
+def _inline_schema(model) -> dict:
+    """The JSON schema of a pydantic model with its $defs inlined (it sits inside a form field)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.split("/")[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["video"],
     "properties": {
         "video": {"type": "string", "format": "binary",
                   "description": "The clip: .mp4, .avi, .mov, .webm or .mkv."},
-        "options": {"type": "string", "description": "Optional JSON object: " + ", ".join(
-            f"`{k}`" for k in EstimateOptions.model_fields) + " (see EstimateOptions)."},
+        "options": {"type": "string", "contentMediaType": "application/json",
+                    "contentSchema": _inline_schema(JobOptions),
+                    "description": "Optional JSON object (the JobOptions of service/contract.py):\n\n"
+                    + "\n".join(f"- `{k}`: {f.description}" for k, f in JobOptions.model_fields.items())},
     }}}}}}
 
 
@@ -200,7 +218,7 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
             raise ApiError(422, "unknown_model",
                            f"unknown model {model!r}; GET /models lists the served ones")
         info = await run_in_threadpool(_model_info, queue, model)
-        served_window = info.get("window", (info.get("config") or {}).get("window"))
+        served_window = info.window
         if options.window is not None and served_window is not None and options.window != served_window:
             raise ApiError(422, "invalid_options", f"options.window={options.window}, but model {model!r} "
                            f"was trained with window {served_window}; omit it or pass {served_window}")
@@ -218,7 +236,7 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
         if backlog > 0 and backlog + frames_total > settings.max_queued_frames:
             raise _too_busy(settings, backlog)
         job_id, created = await run_in_threadpool(
-            queue.submit, owner, model, str(form.blob), options.model_dump(exclude_none=True), frames_total,
+            queue.submit, owner, model, str(form.blob), options.stored(), frames_total,
             {**video.to_dict(), "frames": frames_total}, idempotency_key)
     except ApiError as e:
         metrics.JOBS_REJECTED.labels(e.code).inc()
@@ -265,17 +283,12 @@ def result_document(queue: JobQueue, job: dict, start_frame: int, limit: int) ->
     end = start_frame + limit
     info = _model_info(queue, job["model"])
     video = job["video"] or {}
-    return {
-        "job_id": job_id,
-        "model": {"name": job["model"], "version": info.get("version")},
-        "video": {"width": int(video.get("width", 0)), "height": int(video.get("height", 0)),
-                  "fps": float(video.get("fps", 0.0)),
-                  "frames": int(video.get("frames", job["frames_total"]))},
-        "keypoint_names": list(info.get("keypoints") or COCO_KEYPOINTS),
-        "skeleton": [list(p) for p in (info.get("skeleton") or COCO_SKELETON)],
-        "frames": frames,
-        "next_start_frame": end if end < job["frames_total"] else None,
-    }
+    return contract.result_page(
+        job_id, contract.ModelRef(name=job["model"], version=info.version),
+        contract.VideoInfo(width=int(video.get("width", 0)), height=int(video.get("height", 0)),
+                           fps=float(video.get("fps", 0.0)),
+                           frames=int(video.get("frames", job["frames_total"]))),
+        info, frames, end if end < job["frames_total"] else None)
 
 
 def get_result(job_id: str, request: Request, owner: str = Depends(authenticate),
@@ -290,10 +303,13 @@ def get_result(job_id: str, request: Request, owner: str = Depends(authenticate)
     require_succeeded(job, request)
     limit = min(limit or settings.result_page_limit, settings.result_page_limit)
     result = result_document(queue, job, start_frame, limit)
-    frames, next_start = result["frames"], result["next_start_frame"]
+    next_start = result["next_start_frame"]
     if format == "json":
         return JSONResponse(result)
-    body = to_posetrack(result) if format == "posetrack" else to_coco(frames)
+    try:
+        body = to_posetrack(result) if format == "posetrack" else to_coco(result)
+    except FormatError as e:
+        raise ApiError(422, "unsupported_format", str(e)) from None
     headers = {}
     if next_start is not None:
         headers["X-Next-Start-Frame"] = str(next_start)
@@ -316,80 +332,6 @@ def cancel_job(job_id: str, request: Request, owner: str = Depends(authenticate)
     return _job_view(job, _model_info(queue, job["model"]))
 
 
-def list_models(request: Request, owner: str = Depends(authenticate)):
-    settings, queue = _state(request)
-    registered = queue.list_models()
-    served: dict[str, list[dict]] = {}
-    for worker in queue.live_workers():
-        for name in catalog.worker_models(worker):
-            served.setdefault(name, []).append(worker)
-    entries: dict[str, dict] = {}
-    if registered:
-        for name, info in registered.items():
-            entries[name] = {"name": name, "version": info.get("version"), "source": "workers",
-                             "config": catalog.config_summary(info)}
-    else:  # no worker registered yet: what would be served, from the checkpoint files
-        for info in catalog.scan_models_dir(settings.models_dir):
-            entries[info["name"]] = {"name": info["name"], "version": info.get("version"),
-                                     "source": "models_dir", "config": info.get("config", {}),
-                                     "error": info.get("error")}
-    for name in served:
-        entries.setdefault(name, {"name": name, "version": None, "source": "workers", "config": {}})
-    models = []
-    for name in sorted(entries):
-        workers = served.get(name, [])
-        devices = sorted({str(w.get("device")) for w in workers if w.get("device")})
-        models.append({**entries[name], "default": name == settings.default_model, "loaded": bool(workers),
-                       "workers": len(workers), "devices": devices})
-    return {"default_model": settings.default_model, "models": models}
-
-
-def list_detectors(request: Request, owner: str = Depends(authenticate)):
-    """The detector registry, with what the live workers can run (the web page's picker)."""
-    settings, queue = _state(request)
-    workers = [w for w in queue.live_workers() if isinstance(w.get("detectors"), list)]
-    defaults = [w["default_detector"] for w in workers if w.get("default_detector")]
-    default = max(set(defaults), key=defaults.count) if defaults else detectors.resolve(settings)[0]
-    rows = []
-    for row in detectors.catalog(settings):
-        n = sum(row["name"] in w["detectors"] for w in workers)
-        available = n > 0 if workers else detectors.unavailable(row["name"], settings) is None
-        rows.append({**row, "available": available, "workers": n})
-    return {"default_detector": default, "detectors": rows}
-
-
-# ---------------------------------------------------------------- ops (no auth)
-def healthz():
-    return {"status": "ok"}
-
-
-def readyz(request: Request):
-    _, queue = _state(request)
-    try:
-        queue.ping()
-        workers = queue.live_workers()
-    except Exception as e:  # any Redis failure means not ready
-        raise ApiError(503, "redis_unavailable", f"Redis is not reachable: {e}") from None
-    if not workers:
-        raise ApiError(503, "no_live_workers",
-                       "no worker has sent a heartbeat recently; start `vidpose worker`")
-    return {"status": "ready", "workers": len(workers)}
-
-
-def prometheus_metrics(request: Request):
-    settings, queue = _state(request)
-    try:  # gauges that live in Redis are read at scrape time
-        metrics.BACKLOG_FRAMES.set(queue.backlog_frames())
-        metrics.LIVE_WORKERS.set(len(queue.live_workers()))
-        metrics.DEAD_LETTER_JOBS.set(queue.dead_letter_count())
-        for name in set(settings.models) | set(queue.list_models()):
-            metrics.QUEUE_JOBS.labels(name).set(queue.queue_length(name))
-    except Exception:  # Redis down: still serve what this process knows
-        pass
-    body, content_type = metrics.render(metrics.API_REGISTRY)
-    return Response(body, media_type=content_type)
-
-
 # ---------------------------------------------------------------- routers
 def jobs_router(prefix: str = "") -> APIRouter:
     """The jobs API under `prefix` ("" and "/v1"). Built per prefix so each route's template
@@ -410,15 +352,4 @@ def jobs_router(prefix: str = "") -> APIRouter:
     r.add_api_route("/detectors", list_detectors, methods=["GET"], response_model=DetectorList,
                     responses=_ERRORS,
                     summary="Person detectors (the registry) and which the live workers can run")
-    return r
-
-
-def ops_router() -> APIRouter:
-    """Probes and metrics: never behind auth, only at the root."""
-    r = APIRouter(tags=["ops"])
-    r.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness: the process answers")
-    r.add_api_route("/readyz", readyz, methods=["GET"], responses={503: {"model": ErrorBody}},
-                    summary="Readiness: Redis reachable and at least one live worker")
-    r.add_api_route("/metrics", prometheus_metrics, methods=["GET"], response_class=Response,
-                    summary="Prometheus metrics of the API process")
     return r

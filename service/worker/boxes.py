@@ -14,12 +14,12 @@ boxes have no people (their result has empty `instances`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import ValidationError
 
-from service.box_options import frame_box_lists
+from service.contract import JobOptions
 
 
 class InvalidOptions(ValueError):
@@ -43,48 +43,16 @@ def full_frame_boxes(frame_index: int, rgb: np.ndarray) -> list[PersonBox]:
     return [PersonBox(i, d.bbox, None) for i, d in enumerate(FullFrameDetector().detect([rgb])[0])]
 
 
-def _parse_box(raw, index: int, where: str) -> PersonBox:
-    score = None
-    track_id = index
-    if isinstance(raw, dict):
-        bbox = raw.get("bbox", raw.get("box"))
-        if "track_id" in raw and raw["track_id"] is not None:
-            track_id = raw["track_id"]
-        score = raw.get("score")
-    else:
-        bbox = raw
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise InvalidOptions(f"{where}: a box must be [x, y, w, h]")
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise InvalidOptions(f"{where}: box values must be numbers") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        raise InvalidOptions(f"{where}: box needs finite values and w, h > 0")
-    if isinstance(track_id, bool) or not isinstance(track_id, int) or track_id < 0:
-        raise InvalidOptions(f"{where}: track_id must be a non-negative integer")
-    if score is not None:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise InvalidOptions(f"{where}: score must be a finite number")
-        score = float(score)
-    return PersonBox(track_id, (x, y, w, h), score)
-
-
 def parse_boxes(raw) -> dict[int, list[PersonBox]]:
-    """Validate client boxes -> {frame_index: [PersonBox]} (only frames that have boxes)."""
+    """Client boxes in either accepted shape, validated as the API does (service.contract.JobOptions)
+    -> {frame_index: [PersonBox]} (only frames that have boxes)."""
     try:
-        items = frame_box_lists(raw)
-    except ValueError as e:
-        raise InvalidOptions(f"boxes: {e}") from None
-    out: dict[int, list[PersonBox]] = {}
-    for frame, boxes in items:
-        parsed = [_parse_box(b, i, f"boxes[{frame}][{i}]") for i, b in enumerate(boxes)]
-        ids = [b.track_id for b in parsed]
-        if len(set(ids)) != len(ids):
-            raise InvalidOptions(f"boxes[{frame}]: track ids repeat within one frame")
-        if parsed:
-            out[frame] = parsed
-    return out
+        boxes = JobOptions.model_validate({"boxes": raw}).boxes or {}
+    except ValidationError as e:
+        raise InvalidOptions("boxes: " + "; ".join(err["msg"] for err in e.errors())) from None
+    return {int(frame): [PersonBox(i if b.track_id is None else b.track_id, tuple(b.bbox), b.score)
+                         for i, b in enumerate(items)]
+            for frame, items in boxes.items()}
 
 
 class GivenBoxes:

@@ -60,7 +60,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print("error: VIDPOSE_REDIS_URL is not set; `vidpose worker` needs a Redis server "
               "(`vidpose serve` starts one for you)", file=sys.stderr)
         return 2
-    from service.worker.main import Worker
+    from service.worker.worker import Worker
 
     worker = Worker(settings, args.model or None, worker_id=args.id, drain_timeout_s=args.drain_timeout,
                     metrics_host=args.metrics_host)
@@ -76,6 +76,6 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from service.worker.serve import serve
+    from service.stack import serve
 
     return serve(args)

@@ -20,6 +20,8 @@ import torch
 
 from model.backbones import InputSpec, entry, input_spec
 from model.checkpoint import load_checkpoint
+from service.api.catalog import config_summary
+from service.contract import ModelInfo
 from service.metrics import MODEL_FORWARD
 from service.worker.modelfiles import ModelNotFound, resolve_model  # noqa: F401 (re-exported)
 
@@ -128,17 +130,15 @@ class Engine:
         return DecodeOptions(base.diffusion_steps if diffusion_steps is None else int(diffusion_steps),
                              base.hypotheses if hypotheses is None else int(hypotheses))
 
-    def info(self) -> dict:
+    def info(self, detectors: list[str] | None = None) -> dict:
+        """What the worker publishes for this model: a service.contract.ModelInfo, as JSON."""
         c = self.cfg
-        return {
-            "name": self.name, "version": self.version, "device": self.device.type, "runtime": self.runtime,
-            "preset": c.name, "backbone": c.backbone, "window": c.window, "input_size": list(c.input_size),
-            "temporal": c.temporal, "diffusion": c.diffusion, "diffusion_steps": c.diffusion_steps,
-            "hypotheses": c.hypotheses,
-            **({"embed_dim": c.embed_dim, "depth": c.depth} if c.backbone == "vit"
-               else {"width_mult": c.width_mult}),
-            "keypoints": self.meta.get("keypoints", []),
-        }
+        return ModelInfo(
+            name=self.name, version=self.version, input_size=list(c.input_size), window=c.window,
+            keypoint_names=list(self.meta.get("keypoints") or []),
+            skeleton=[list(p) for p in self.meta.get("skeleton") or []], detectors=list(detectors or []),
+            config=config_summary(c.to_dict()), device=self.device.type, runtime=self.runtime, preset=c.name,
+        ).model_dump()
 
     # -- compute ---------------------------------------------------------------------------
     def _autocast(self):

@@ -1,8 +1,11 @@
 """One claimed job on a worker: decode -> crops -> windows -> shared batcher; results -> Redis.
 
-A JobRun owns one thread. It streams the clip through a WindowBuilder, submits
-ready windows to the worker's DynamicBatcher (at most `max_inflight` at once:
-backpressure keeps memory bounded on long clips), and turns finished windows
+A JobRun owns one thread and gets a small JobContext (queue, batcher, settings,
+detectors, worker id), not the Worker. It streams the clip through a
+WindowBuilder, submits ready windows to the shared DynamicBatcher with its own
+inbox as the reply queue (at most `max_inflight` at once: backpressure keeps
+memory bounded on long clips), takes the outputs off that inbox on its own
+thread (releasing the windows' crop pins there: no lock), and turns them
 into result frames, written (idempotent HSET per frame) as soon as every person
 in a frame is done. Outcomes: succeeded, failed (invalid_video, invalid_options,
 internal_error), cancelled (client), requeued (worker draining), lost (another
@@ -19,15 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from service import contract
 from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
 from service.worker.boxes import InvalidOptions
-from service.worker.decode import InvalidVideo, VideoReader
 from service.worker.people import people_source
 from service.worker.pipeline import to_instance
+from service.worker.video import InvalidVideo, VideoReader
 from service.worker.windows import Window, WindowBuilder
 
 if TYPE_CHECKING:
-    from service.worker.main import Worker
+    from service.queue import JobQueue
+    from service.settings import Settings
+    from service.worker.batcher import DynamicBatcher
+    from service.worker.engine import Engine
+    from service.worker.people import DetectorPool
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +59,29 @@ class _FrameSlot:
     instances: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class JobContext:
+    """What a job needs from the worker that runs it (and nothing else of it)."""
+
+    queue: JobQueue
+    batcher: DynamicBatcher
+    settings: Settings
+    detectors: DetectorPool
+    worker_id: str
+
+
 class JobRun:
-    def __init__(self, worker: Worker, model: str, entry_id: str, job_id: str):
-        self.worker = worker
-        self.queue = worker.queue
-        self.model = model
+    def __init__(self, ctx: JobContext, engine: Engine, entry_id: str, job_id: str):
+        self.ctx = ctx
+        self.queue = ctx.queue
+        self.model = engine.name
         self.entry_id = entry_id
         self.job_id = job_id
-        self.engine = worker.engines[model]
-        self.batcher = worker.batcher
-        self.max_inflight = max(2 * worker.settings.worker_max_batch, 8)
-        self.inbox: queue_mod.Queue = queue_mod.Queue()
+        self.engine = engine
+        self.batcher = ctx.batcher
+        self.max_inflight = max(2 * ctx.settings.worker_max_batch, 8)
+        self.inbox: queue_mod.Queue = queue_mod.Queue()  # the batcher's reply queue for this job
+        self._builder: WindowBuilder | None = None
         self.outcome: str | None = None
         self._abort = threading.Event()  # set by the worker: drain (requeue) or lost entry
         self._abort_reason = "requeued"
@@ -90,16 +112,6 @@ class JobRun:
     @property
     def done(self) -> bool:
         return self.outcome is not None and not self._thread.is_alive()
-
-    # -- scheduler-facing (called on the batcher thread) -------------------------------------
-    def on_results(self, windows: list[Window], results: Any) -> None:
-        if isinstance(results, BaseException):
-            self.inbox.put(("error", windows, results))
-        else:
-            self.inbox.put(("done", windows, results))
-
-    def on_dropped(self, windows: list[Window]) -> None:
-        self.inbox.put(("dropped", windows, None))
 
     # -- the job thread -------------------------------------------------------------------------
     def _main(self) -> None:
@@ -147,42 +159,43 @@ class JobRun:
         self.outcome = status
         log.info("job %s %s%s", self.job_id, status, f" ({code}: {message})" if status == "failed" else "")
 
-    def _options(self, options: dict) -> tuple[int, Any, int | None]:
+    def _options(self, stored: dict) -> tuple[dict, int, Any, int | None]:
+        """The job's options, loaded as the API validated them (contract.JobOptions), and checked
+        against what only this worker knows: its model's window."""
+        try:
+            options = contract.JobOptions.model_validate(stored)
+        except ValidationError as e:
+            raise InvalidOptions("options: " + "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
         eng = self.engine
-        window = options.get("window")
-        if window is not None and int(window) != eng.window:
-            raise InvalidOptions(f"model {eng.name!r} uses window T={eng.window}; got window={window}")
-        steps, hyp = options.get("diffusion_steps"), options.get("hypotheses")
-        for name, v, lo in (("diffusion_steps", steps, 0), ("hypotheses", hyp, 1)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-                raise InvalidOptions(f"{name} must be an integer >= {lo}")
-        max_frames = self.worker.settings.max_frames
-        if options.get("max_frames") is not None:
-            mf = options["max_frames"]
-            if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-                raise InvalidOptions("max_frames must be a positive integer")
-            max_frames = min(max_frames, mf)
-        return eng.window, eng.decode_options(steps, hyp), max_frames
+        if options.window is not None and options.window != eng.window:
+            raise InvalidOptions(f"model {eng.name!r} uses window T={eng.window}; "
+                                 f"got window={options.window}")
+        max_frames = self.ctx.settings.max_frames
+        if options.max_frames is not None:
+            max_frames = min(max_frames, options.max_frames)
+        return (options.stored(), eng.window, eng.decode_options(options.diffusion_steps, options.hypotheses),
+                max_frames)
 
     def _run(self) -> tuple[str, str, str]:
         q = self.queue
         job = q.get_job(self.job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return "cancelled", "", ""  # cancelled or expired before we started: just ack the entry
-        window, dopts, max_frames = self._options(job["options"])
-        people_for = people_source(job["options"], self.worker.settings, self.worker.detectors)
+        options, window, dopts, max_frames = self._options(job["options"])
+        people_for = people_source(options, self.ctx.settings, self.ctx.detectors)
         blob = Path(job["blob"])
         if not blob.is_absolute():
-            blob = Path(self.worker.settings.blob_dir) / blob
+            blob = Path(self.ctx.settings.blob_dir) / blob
         with VideoReader(blob, max_frames) as reader:
             info = reader.info
             self.width, self.height = info.width, info.height
-            if not q.start(self.job_id, self.worker.worker_id, info.frames, info.to_dict()):
+            if not q.start(self.job_id, self.ctx.worker_id, info.frames, info.to_dict()):
                 return "cancelled", "", ""
             if job.get("created_at"):
                 JOB_QUEUE_WAIT.labels(self.model).observe(max(0.0, time.time() - job["created_at"]))
             builder = WindowBuilder(self.job_id, window, self.engine.input_spec,
-                                    batch_key=(self.model, dopts), owner=self)
+                                    batch_key=(self.model, dopts))
             self._builder = builder
             pending = []  # frames waiting for the next detector batch
             for frame in reader:
@@ -197,11 +210,7 @@ class JobRun:
         if n != info.frames:  # the container's count was off: the decoded count is the truth
             log.info("job %s: container said %d frames, decoded %d", self.job_id, info.frames, n)
             fixed = {**info.to_dict(), "frames": n}
-            setter = getattr(q, "set_frames_total", None)
-            if setter is not None:
-                setter(self.job_id, n, fixed)
-            else:
-                q.start(self.job_id, self.worker.worker_id, n, fixed)
+            q.set_frames_total(self.job_id, n, fixed)
         while self._inflight > 0 or self._ready:
             self._pump(block=True)
             self._flush(force=self._inflight == 0)
@@ -226,13 +235,11 @@ class JobRun:
     def _submit(self, windows: list[Window]) -> None:
         if windows:
             self._inflight += len(windows)
-            self.batcher.submit(windows)
+            self.batcher.submit(windows, self.inbox)
 
     def _frame_ready(self, index: int) -> None:
         slot = self._slots[index]
-        slot.instances.sort(key=lambda inst: inst["track_id"])
-        self._ready[index] = {"frame_index": index, "timestamp_s": round(slot.timestamp_s, 6),
-                              "instances": slot.instances}
+        self._ready[index] = contract.result_frame(index, slot.timestamp_s, slot.instances)
         slot.instances = []  # the ready frame owns them now; the slot only tracks completion
 
     def _pump(self, block: bool) -> None:
@@ -244,6 +251,7 @@ class JobRun:
         while item is not None:
             kind, windows, payload = item
             self._inflight -= len(windows)
+            self._release(windows)
             if kind == "error":
                 raise payload
             if kind == "done":
@@ -259,6 +267,12 @@ class JobRun:
                 item = None
         self._flush()
         self._check_stop()
+
+    def _release(self, windows: list[Window]) -> None:
+        """Windows back from the batcher (run or dropped): their crops' pins drop, on this thread."""
+        if self._builder is not None:
+            for w in windows:
+                self._builder.release(w)
 
     def _flush(self, force: bool = False) -> None:
         if not self._ready:
@@ -290,3 +304,4 @@ class JobRun:
             except queue_mod.Empty:
                 continue
             self._inflight -= len(windows)
+            self._release(windows)

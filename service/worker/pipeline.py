@@ -7,12 +7,11 @@ windows' cached features are stacked and decoded together.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from model.heatmaps import heatmap_to_image
+from service import contract
 from service.worker.engine import DecodeOptions, Engine
 from service.worker.windows import CropRef, Window
 
@@ -46,22 +45,10 @@ def run_windows(engine: Engine, windows: list[Window], options: DecodeOptions | 
 
 
 def to_instance(window: Window, kps_hm: np.ndarray, engine: Engine, width: int, height: int) -> dict:
-    """One window's decoded keypoints -> the result instance of its key frame (image pixels,
-    clipped to the frame)."""
+    """One window's decoded keypoints -> the result instance of its key frame (service/contract.py:
+    image pixels clipped to the frame, scores in [0, 1])."""
     ref = window.key_ref
     pts = heatmap_to_image(kps_hm, ref.center, ref.size, engine.input_size, engine.heatmap_size)
     pts[:, 0] = np.clip(pts[:, 0], 0.0, width - 1.0)
     pts[:, 1] = np.clip(pts[:, 1], 0.0, height - 1.0)
-    scores = np.nan_to_num(pts[:, 2], nan=0.0, posinf=0.0, neginf=0.0)
-    pts[:, 2] = scores
-    # Instance score: mean joint confidence, times the box's detection score when one was given.
-    score = float(scores.mean()) * (float(ref.box.score) if ref.box.score is not None else 1.0)
-    keypoints = [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in pts]
-    if not all(math.isfinite(v) for kp in keypoints for v in kp):
-        raise ValueError("model produced non-finite keypoints")
-    return {
-        "track_id": ref.track_id,
-        "bbox": [round(float(v), 2) for v in ref.box.bbox],
-        "score": round(score, 4),
-        "keypoints": keypoints,
-    }
+    return contract.instance(ref.track_id, ref.box.bbox, pts, ref.box.score)

@@ -14,8 +14,7 @@ per window referencing it, plus one held until no future window can).
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,6 @@ class Window:
     refs: tuple[CropRef, ...]  # T refs, time order; refs[T//2] is the key frame's
     batch_key: tuple = ()
     enqueued_at: float = 0.0
-    builder: WindowBuilder | None = field(default=None, repr=False)
 
     @property
     def track_id(self) -> int:
@@ -84,12 +82,11 @@ class WindowBuilder:
     """Streams frames in, yields ready windows; one builder per job.
 
     add_frame(i, rgb, boxes) must be called for i = 0, 1, 2, ... in order;
-    windows for key t come out once frame t+h is in (or at finish()).
-    Thread-safe against release() from the batch scheduler.
+    windows for key t come out once frame t+h is in (or at finish()); release(w) once a window came
+    back from the batcher (or was dropped). One thread (the job's) does all of this: no lock.
     """
 
-    def __init__(self, job_id: str, window: int, input_spec: InputSpec, batch_key: tuple = (),
-                 owner: Any = None):
+    def __init__(self, job_id: str, window: int, input_spec: InputSpec, batch_key: tuple = ()):
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window must be odd and >= 1, got {window}")
         self.job_id = job_id
@@ -98,8 +95,6 @@ class WindowBuilder:
         self.input_spec = input_spec  # the backbone's crop size and normalisation
         self.input_size = tuple(input_spec.size)
         self.batch_key = batch_key
-        self.owner = owner  # whoever receives this job's window results (the worker's JobRun)
-        self._lock = threading.Lock()
         self._refs: dict[tuple[int, int], CropRef] = {}  # (frame, track) -> live ref
         self._builder_pinned: set[tuple[int, int]] = set()  # refs still holding the builder's pin
         self._present: set[tuple[int, int]] = set()  # every (frame, track) seen
@@ -114,34 +109,32 @@ class WindowBuilder:
         if frame_index != self.frames_added:
             raise ValueError(f"frames must come in order: expected {self.frames_added}, got {frame_index}")
         crops = []
-        for box in boxes:  # crop outside the lock: this is the CPU-heavy part
+        for box in boxes:
             center, size = box_to_center_size(box.bbox, self.input_size)
             m = crop_affine(center, size, self.input_size)
             crop = self.input_spec.normalize(warp_crop(rgb, m, self.input_size))
             crops.append(CropRef(frame_index, box, center, size, crop))
-        with self._lock:
-            for ref in crops:
-                self._refs[(frame_index, ref.track_id)] = ref
-                self._builder_pinned.add((frame_index, ref.track_id))
-                self._present.add((frame_index, ref.track_id))
-            self._frame_tracks[frame_index] = [r.track_id for r in crops]
-            self.crops_made += len(crops)
-            self.frames_added += 1
-            ready = []
-            while self._next_key <= frame_index - self.half:
-                ready += self._emit(self._next_key)
-            return ready
+        for ref in crops:
+            self._refs[(frame_index, ref.track_id)] = ref
+            self._builder_pinned.add((frame_index, ref.track_id))
+            self._present.add((frame_index, ref.track_id))
+        self._frame_tracks[frame_index] = [r.track_id for r in crops]
+        self.crops_made += len(crops)
+        self.frames_added += 1
+        ready = []
+        while self._next_key <= frame_index - self.half:
+            ready += self._emit(self._next_key)
+        return ready
 
     def finish(self) -> list[Window]:
         """End of clip: the remaining windows; every builder pin is dropped."""
-        with self._lock:
-            ready = []
-            while self._next_key < self.frames_added:
-                ready += self._emit(self._next_key)
-            for key in list(self._builder_pinned):
-                self._unpin(key)
-            self.finished = True
-            return ready
+        ready = []
+        while self._next_key < self.frames_added:
+            ready += self._emit(self._next_key)
+        for key in list(self._builder_pinned):
+            self._unpin(key)
+        self.finished = True
+        return ready
 
     def _emit(self, key: int) -> list[Window]:
         windows = []
@@ -150,7 +143,7 @@ class WindowBuilder:
             refs = tuple(self._refs[(f, track)] for f in frames)
             for ref in {id(r): r for r in refs}.values():
                 ref.pins += 1
-            windows.append(Window(self.job_id, key, refs, self.batch_key, builder=self))
+            windows.append(Window(self.job_id, key, refs, self.batch_key))
         self._next_key = key + 1
         # Windows with key >= key+1 reach back to key+1-half at most: older refs lose the builder pin.
         old = key - self.half
@@ -174,16 +167,13 @@ class WindowBuilder:
         ref.features = None
         del self._refs[key]
 
-    # -- scheduler side --------------------------------------------------------------------
     def release(self, window: Window) -> None:
         """A window is done (or dropped): its refs lose one pin each."""
-        with self._lock:
-            for ref in {id(r): r for r in window.refs}.values():
-                ref.pins -= 1
-                key = (ref.frame, ref.track_id)
-                if ref.pins <= 0 and self._refs.get(key) is ref:
-                    self._drop(key, ref)
+        for ref in {id(r): r for r in window.refs}.values():
+            ref.pins -= 1
+            key = (ref.frame, ref.track_id)
+            if ref.pins <= 0 and self._refs.get(key) is ref:
+                self._drop(key, ref)
 
     def live_refs(self) -> int:
-        with self._lock:
-            return len(self._refs)
+        return len(self._refs)

@@ -32,10 +32,10 @@ def check_result(res: dict, n: int, width: int, height: int, tracks=(0,)) -> Non
         if tracks is not None:
             assert sorted(i["track_id"] for i in f["instances"]) == sorted(tracks)
         for inst in f["instances"]:
-            assert len(inst["bbox"]) == 4 and math.isfinite(inst["score"])
+            assert len(inst["bbox"]) == 4 and 0.0 <= inst["score"] <= 1.0  # the contract's bounds
             assert len(inst["keypoints"]) == 17
             for x, y, s in inst["keypoints"]:
-                assert math.isfinite(x) and math.isfinite(y) and math.isfinite(s)
+                assert math.isfinite(x) and math.isfinite(y) and 0.0 <= s <= 1.0
                 assert 0 <= x <= width - 1 and 0 <= y <= height - 1
 
 

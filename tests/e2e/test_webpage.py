@@ -19,6 +19,8 @@ import httpx
 import numpy as np
 import pytest
 
+from service.api.formats import to_posetrack
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -272,7 +274,8 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     keyed = httpx.Client(base_url=keyed_api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
     job = keyed.get(f"/v1/jobs/{job_id}").json()
     assert job["frames_total"] == 3 and job["model"]["name"] == "test-model"
-    frames = keyed.get(f"/v1/jobs/{job_id}/result", params={"limit": 3}).json()["frames"]  # capped at 2
+    first_page = keyed.get(f"/v1/jobs/{job_id}/result", params={"limit": 3}).json()
+    frames = first_page["frames"]  # capped at 2
     frames += keyed.get(f"/v1/jobs/{job_id}/result", params={"start_frame": 2}).json()["frames"]
     assert [[i["track_id"] for i in f["instances"]] for f in frames] == [[0]] * 3  # full-frame: one box
 
@@ -289,8 +292,8 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     assert doc["images"][:2] == first.json()["images"] and doc["categories"] == first.json()["categories"]
     assert [a["image_id"] for a in doc["annotations"]] == [0, 1, 2]
     assert [a["id"] for a in doc["annotations"]] == [0, 1, 2]  # unique across the merged pages
-    assert [a["keypoints"] for a in doc["annotations"]] == [sum(f["instances"][0]["keypoints"], [])
-                                                            for f in frames]
+    expected = to_posetrack({"frames": frames, "keypoint_names": first_page["keypoint_names"]})
+    assert [a["keypoints"] for a in doc["annotations"]] == [a["keypoints"] for a in expected["annotations"]]
     keyed.close()
     watch.check()
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from service import detectors
-from service.api.schemas import EstimateOptions
+from service.contract import JobOptions
 from service.settings import Settings
 from service.worker.detect import Detection, DetectorConfig, make_detector
 from service.worker.people import DetectorPool, job_mode, people_source
@@ -42,7 +42,7 @@ def test_names_come_from_the_table():
 
 def test_a_new_backend_is_one_entry(with_corner):
     s = Settings(detector="corner")  # settings accept it
-    assert EstimateOptions(detector="corner").detector == "corner"  # the API accepts it
+    assert JobOptions(detector="corner").detector == "corner"  # the API accepts it
     assert job_mode({"detector": "corner"}, s) == "corner"
     assert make_detector("corner", DetectorConfig()).name == "corner"
     pool = DetectorPool(s)
@@ -57,10 +57,10 @@ def test_a_new_backend_is_one_entry(with_corner):
 
 def test_unknown_detector_is_refused_with_the_registry_names():
     with pytest.raises(ValidationError, match="provided, nanodet, hog, onnx, full-frame"):
-        EstimateOptions(detector="yolo")
+        JobOptions(detector="yolo")
     with pytest.raises(ValidationError, match="auto, nanodet, hog, onnx, full-frame"):
         Settings(detector="yolo")
-    schema = EstimateOptions.model_json_schema()["properties"]["detector"]
+    schema = JobOptions.model_json_schema()["properties"]["detector"]
     assert schema["enum"] == list(detectors.job_choices())
 
 

@@ -155,6 +155,19 @@ def test_reclaim_from_dead_consumer_and_dead_letter(q, redis_client):
     assert q.backlog_frames() == 0
 
 
+def test_touch_keeps_a_held_entry_fresh_and_tells_a_lost_one(q):
+    jid, _ = _submit(q, frames=2)
+    (_, entry, _), = q.claim("w1", [MODEL], 1, None)
+    time.sleep(0.05)
+    assert q.touch("w1", MODEL, entry)  # still ours: idle time reset, delivery count unchanged
+    assert q.reclaim("w2", [MODEL], min_idle_ms=40, count=5) == []
+    assert q.deliveries(MODEL, entry) == 1
+    time.sleep(0.05)
+    assert q.reclaim("w2", [MODEL], min_idle_ms=40, count=5) == [(MODEL, entry, jid)]
+    assert not q.touch("w1", MODEL, entry)  # taken over: w1 must let go
+    assert q.finish(jid, MODEL, entry, "succeeded") and not q.touch("w2", MODEL, entry)  # acked: gone
+
+
 def test_requeue_gives_job_back_with_fresh_entry(q, redis_client):
     jid, _ = _submit(q, frames=2)
     (_, entry, _), = q.claim("w1", [MODEL], 1, None)

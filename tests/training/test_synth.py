@@ -41,10 +41,10 @@ def _pixels(root):
 
 def test_layout_of_the_output(synth_root):
     assert sorted(p.name for p in (synth_root / "annotations/train").glob("*.json")) == [
-        "synth_00000.json", "synth_00001.json", "synth_00002.json"]
-    assert [p.name for p in (synth_root / "annotations/val").glob("*.json")] == ["synth_00003.json"]
-    assert len(list((synth_root / "images/val/synth_00003").glob("*.jpg"))) == SMALL.frames
-    video = synth_root / "videos/val/synth_00003.mp4"
+        "000000_synth.json", "000001_synth.json", "000002_synth.json"]
+    assert [p.name for p in (synth_root / "annotations/val").glob("*.json")] == ["000003_synth.json"]
+    assert len(list((synth_root / "images/val/000003_synth").glob("*.jpg"))) == SMALL.frames
+    video = synth_root / "videos/val/000003_synth.mp4"
     cap = cv2.VideoCapture(str(video))
     n = 0
     while True:
@@ -54,7 +54,7 @@ def test_layout_of_the_output(synth_root):
         assert frame.shape == (SMALL.height, SMALL.width, 3)
         n += 1
     assert n == SMALL.frames
-    data = json.loads((synth_root / "annotations/val/synth_00003.json").read_text())
+    data = json.loads((synth_root / "annotations/val/000003_synth.json").read_text())
     assert data["categories"][0]["keypoints"][1:3] == ["head_bottom", "head_top"]
     assert all(im["is_labeled"] for im in data["images"])
     for ann in data["annotations"]:
@@ -79,8 +79,8 @@ def test_deterministic_for_a_seed(synth_root, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a)
     other = tmp_path / "other"
     generate(other, clips=1, cfg=SMALL, seed=12, val_fraction=0.0)
-    assert _json_bytes(other)["annotations/train/synth_00000.json"] != \
-        _json_bytes(synth_root)["annotations/train/synth_00000.json"]
+    assert _json_bytes(other)["annotations/train/000000_synth.json"] != \
+        _json_bytes(synth_root)["annotations/train/000000_synth.json"]
 
 
 def test_occluders_hide_joints_somewhere(tmp_path):
@@ -120,7 +120,7 @@ def test_clips_folder_decodes_videos_when_frames_are_missing(synth_root, tmp_pat
     shutil.copytree(synth_root / "annotations", root / "annotations")
     shutil.copytree(synth_root / "videos", root / "videos")
     ds = ClipsDataset(root, CFG, train=False, split="val")
-    assert (root / ".frames/images/val/synth_00003/000000.jpg").is_file()
+    assert (root / ".frames/images/val/000003_synth/000000.jpg").is_file()
     ref = synthetic_dataset(synth_root, "val", CFG, train=False)
     assert len(ds) == len(ref)
     a, b = ds[0]["frames"], ref[0]["frames"]
@@ -137,7 +137,7 @@ def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["synth", "--out", str(out), "--clips", "2", "--frames", "3", "--seed", "1",
                  "--size", "128x96", "--val-fraction", "0.5", "--layout", "coco"]) == 0
-    data = json.loads((out / "annotations/val/synth_00001.json").read_text())
+    data = json.loads((out / "annotations/val/000001_synth.json").read_text())
     assert data["categories"][0]["keypoints"][1] == "left_eye"
     assert json.loads((out / "synth.json").read_text())["config"]["layout"] == "coco"
     with pytest.raises(SystemExit):

@@ -30,14 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.keypoints import COCO_KEYPOINTS, flip_permutation
-
-POSETRACK18_KEYPOINTS: tuple[str, ...] = (
-    "nose", "head_bottom", "head_top", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
+from model.keypoints import COCO_KEYPOINTS, POSETRACK18_KEYPOINTS, coco_to_posetrack18, flip_permutation
 
 # The 15 joints PoseTrack evaluates, in poseval's joint-id order (its `Joint` class).
 POSEVAL_JOINTS: tuple[str, ...] = (
@@ -68,28 +61,6 @@ def _posetrack_flip() -> tuple[int, ...]:
 COCO = KeypointLayout("coco", COCO_KEYPOINTS, tuple(flip_permutation(17)))
 POSETRACK18 = KeypointLayout("posetrack18", POSETRACK18_KEYPOINTS, _posetrack_flip(), unlabelled_slots=(3, 4))
 LAYOUTS = {layout.name: layout for layout in (COCO, POSETRACK18)}
-
-
-def coco_to_posetrack18(kps: np.ndarray) -> np.ndarray:
-    """(..., 17, 3) COCO-17 predictions -> PoseTrack18 slots, for scoring a COCO model on PoseTrack.
-
-    PoseTrack's head_bottom (base of the head) and head_top have no COCO joint. They are placed from
-    the head COCO does have: head_bottom halfway between the shoulders' and the ears' midpoints,
-    head_top beyond the eyes' midpoint by 0.3 x (eyes - shoulders midpoints). Their score is the
-    smallest of the joints they come from. The ear slots (PoseTrack leaves them unlabelled) are
-    zeroed. The 0.3 was picked among {0.3, 0.5} on the PoseTrack18 sample (docs/results.md).
-    """
-    out = np.array(kps, dtype=np.float64, copy=True)
-    shoulders = (out[..., 5, :2] + out[..., 6, :2]) / 2
-    ears = (out[..., 3, :2] + out[..., 4, :2]) / 2
-    eyes = (out[..., 1, :2] + out[..., 2, :2]) / 2
-    score = np.minimum.reduce([out[..., i, 2] for i in (1, 2, 3, 4, 5, 6)])
-    out[..., 1, :2] = (shoulders + ears) / 2
-    out[..., 2, :2] = eyes + 0.3 * (eyes - shoulders)
-    out[..., 1, 2] = score
-    out[..., 2, 2] = score
-    out[..., 3:5, :] = 0.0
-    return out
 
 
 def convert_keypoints(kps: np.ndarray, src_names, dst: KeypointLayout) -> np.ndarray:

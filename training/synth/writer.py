@@ -1,8 +1,8 @@
 """Write synthetic clips as a PoseTrack18-format dataset.
 
-    OUT/images/{train,val}/synth_NNNNN/000000.jpg ...   JPEG frames
-    OUT/annotations/{train,val}/synth_NNNNN.json        PoseTrack18 JSON (file_name relative to OUT)
-    OUT/videos/{train,val}/synth_NNNNN.mp4              the same frames as an mp4 (MPEG-4 Part 2, mp4v)
+    OUT/images/{train,val}/NNNNNN_synth/000000.jpg ...   JPEG frames
+    OUT/annotations/{train,val}/NNNNNN_synth.json        PoseTrack18 JSON (file_name relative to OUT)
+    OUT/videos/{train,val}/NNNNNN_synth.mp4              the same frames as an mp4 (MPEG-4 Part 2, mp4v)
     OUT/synth.json                                      the generator settings
 
 Clip k is drawn from numpy's SeedSequence([seed, k]), so a clip does not
@@ -30,7 +30,7 @@ GENERATOR_VERSION = 1
 
 
 def clip_name(index: int) -> str:
-    return f"synth_{index:05d}"
+    return f"{index:06d}_synth"  # digits first, as PoseTrack18 names videos (poseval reads them)
 
 
 def _image_id(index: int, frame: int) -> int:

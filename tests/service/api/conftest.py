@@ -20,6 +20,7 @@ import pytest
 import redis
 import uvicorn
 
+from service import contract
 from service.api.app import create_app
 from service.embedded_redis import free_port
 from service.queue import JobQueue
@@ -92,9 +93,8 @@ def simulated_frame(index: int, fps: float, boxes: list[dict]) -> dict:
     for i, box in enumerate(boxes):
         x, y, w, h = box["bbox"]
         kps = [[x + w * (k % 4 + 0.5) / 4, y + h * (k // 4 + 0.5) / 5, 0.5 + 0.02 * k] for k in range(17)]
-        instances.append({"track_id": box.get("track_id", i), "bbox": [x, y, w, h],
-                          "score": box.get("score"), "keypoints": kps})
-    return {"frame_index": index, "timestamp_s": index / fps if fps else 0.0, "instances": instances}
+        instances.append(contract.instance(box.get("track_id", i), [x, y, w, h], kps, box.get("score")))
+    return contract.result_frame(index, index / fps if fps else 0.0, instances)
 
 
 class SimulatedWorker:

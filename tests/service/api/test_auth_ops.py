@@ -118,7 +118,8 @@ def test_models_from_checkpoints_then_workers(api, clips):
         tm = by_name["test-model"]
         assert tm["version"] == "2024.1" and tm["default"] and not tm["loaded"]
         assert tm["source"] == "models_dir"
-        assert tm["config"]["embed_dim"] == 64 and tm["config"]["window"] == 5
+        assert tm["config"]["embed_dim"] == 64 and tm["config"]["window"] == 5 and tm["window"] == 5
+        assert len(tm["keypoint_names"]) == 17  # the checkpoint's, read as a contract.ModelInfo
         # no version in the file: a content hash, the same string workers report
         assert re.fullmatch(r"sha256:[0-9a-f]{12}", by_name["other"]["version"])
         assert "JSON" in by_name["broken"]["error"]

@@ -7,7 +7,8 @@ import time
 
 import httpx
 
-from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON
+from model.keypoints import COCO_KEYPOINTS, COCO_SKELETON, POSETRACK18_KEYPOINTS
+from service import contract
 
 
 def submit(client: httpx.Client, clip, options=None, headers=None, path="/estimate", name=None,
@@ -82,10 +83,15 @@ def test_result_paging_and_formats(api_factory, simulated_worker, clips):
         assert pt.headers["x-next-start-frame"] == "2" and 'rel="next"' in pt.headers["link"]
         pt = pt.json()
         assert [im["frame_id"] for im in pt["images"]] == [0, 1]
-        assert pt["images"][0]["width"] == 960 and pt["categories"][0]["keypoints"] == list(COCO_KEYPOINTS)
+        assert pt["images"][0]["width"] == 960
+        assert pt["categories"][0]["keypoints"] == list(POSETRACK18_KEYPOINTS)  # PoseTrack's own slots
         ann = pt["annotations"][0]
         assert ann["track_id"] == 0 and ann["image_id"] == 0 and len(ann["keypoints"]) == 51
-        assert ann["keypoints"][:3] == p0["frames"][0]["instances"][0]["keypoints"][0]
+        nose = p0["frames"][0]["instances"][0]["keypoints"][0]
+        assert ann["keypoints"][:3] == [*nose[:2], 1] and ann["scores"][0] == nose[2]  # visibility 1, scores
+        assert ann["keypoints"][9:15] == [0] * 6  # the ears: unlabelled in PoseTrack18
+        assert p0["keypoint_names"] == list(COCO_KEYPOINTS)
+        assert p0["schema_version"] == contract.SCHEMA_VERSION
         last = c.get(url, params={"format": "coco", "start_frame": 4})
         assert "x-next-start-frame" not in last.headers
         coco = last.json()

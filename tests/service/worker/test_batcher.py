@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from service.worker.batcher import DynamicBatcher
 
@@ -23,14 +24,32 @@ class Clock:
         return self.t
 
 
+class Reply:
+    """A reply queue that records what the batcher puts on it."""
+
+    def __init__(self):
+        self.done, self.dropped = [], []
+
+    def put(self, msg):
+        kind, items, payload = msg
+        if kind == "dropped":
+            self.dropped.extend(items)
+        else:
+            self.done.append((items, payload))
+
+
 def make(max_batch=4, max_wait_s=0.05, clock=None, run=None):
-    done, dropped, observed = [], [], []
+    observed = []
     b = DynamicBatcher(max_batch, max_wait_s, run or (lambda items: [i.n * 10 for i in items]),
-                       on_done=lambda items, res: done.append((items, res)),
-                       on_drop=dropped.extend,
                        observe=lambda batch, wait: observed.append((len(batch), wait)),
                        clock=clock or time.monotonic)
-    return b, done, dropped, observed
+    reply = Reply()
+    b.submit = partial(b.submit, reply=reply)  # every item of these tests replies to one queue
+    return b, reply.done, reply.dropped, observed
+
+
+def ns(batch):
+    return [item.n for item, _ in batch]
 
 
 def test_full_batch_runs_without_waiting():
@@ -38,14 +57,14 @@ def test_full_batch_runs_without_waiting():
     b, _, _, observed = make(max_batch=3, clock=clock)
     b.submit([Item("a", i) for i in range(4)])
     batch = b.next_batch(block=False)
-    assert [i.n for i in batch] == [0, 1, 2]
+    assert ns(batch) == [0, 1, 2]
     assert observed == [(3, 0.0)]
     assert b.next_batch(block=False) is None  # one left, not due yet
     clock.t += 0.049
     assert b.next_batch(block=False) is None
     clock.t += 0.002  # the oldest waited max_wait: partial batch flushes
     batch = b.next_batch(block=False)
-    assert [i.n for i in batch] == [3]
+    assert ns(batch) == [3]
     assert observed[-1][0] == 1 and observed[-1][1] >= 0.05
 
 
@@ -57,9 +76,9 @@ def test_batches_mix_jobs_but_not_keys():
     b.submit([Item("c", 3), Item("b", 4)])
     batch = b.next_batch(block=False)
     # three jobs, one batch; the other key waits for its own batch
-    assert [(i.job_id, i.n) for i in batch] == [("a", 0), ("a", 1), ("c", 3), ("b", 4)]
+    assert [(i.job_id, i.n) for i, _ in batch] == [("a", 0), ("a", 1), ("c", 3), ("b", 4)]
     clock.t += 1
-    assert [i.n for i in b.next_batch(block=False)] == [2]
+    assert ns(b.next_batch(block=False)) == [2]
 
 
 def test_cancel_drops_only_that_job():
@@ -70,7 +89,7 @@ def test_cancel_drops_only_that_job():
     assert sorted(i.n for i in dropped) == [0, 2]
     assert b.pending("a") == 0 and b.pending("b") == 2
     clock.t += 1
-    assert [i.n for i in b.next_batch(block=False)] == [1, 3]
+    assert ns(b.next_batch(block=False)) == [1, 3]
 
 
 def test_scheduler_thread_timeout_and_results():
@@ -134,3 +153,15 @@ def test_failing_batch_reports_error_and_scheduler_survives():
         assert isinstance(done[0][1], RuntimeError) and done[1][1] == [1]
     finally:
         b.stop()
+
+
+def test_outputs_go_to_each_submitters_reply_queue():
+    b = DynamicBatcher(8, 0.0, lambda items: [i.n * 10 for i in items])
+    a, c = Reply(), Reply()
+    b.submit([Item("a", 1), Item("a", 2)], a)
+    b.submit([Item("c", 3)], c)
+    b.run_once(b.next_batch(block=False))  # one batch, both jobs
+    assert [([i.n for i in items], out) for items, out in a.done] == [([1, 2], [10, 20])]
+    assert [([i.n for i in items], out) for items, out in c.done] == [([3], [30])]
+    b.submit([Item("a", 4), Item("c", 5)], a)
+    assert b.cancel("a") == 1 and [i.n for i in a.dropped] == [4] and not c.dropped

@@ -24,7 +24,8 @@ def test_engine_info_and_decode_options(engine):
     assert engine.name == "test-model" and engine.version == "test-1" and engine.device.type == "cpu"
     assert engine.warm and engine.window == 5
     info = engine.info()
-    assert info["name"] == "test-model" and info["window"] == 5 and len(info["keypoints"]) == 17
+    assert info["name"] == "test-model" and info["window"] == 5 and len(info["keypoint_names"]) == 17
+    assert info["skeleton"] and info["config"]["window"] == 5
     assert engine.decode_options() == engine.default_options()
     assert engine.decode_options(diffusion_steps=2, hypotheses=3) == DecodeOptions(2, 3)
 

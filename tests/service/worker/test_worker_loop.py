@@ -27,7 +27,7 @@ class Running:
     """A Worker running in a background thread (Worker.run loops until stop())."""
 
     def __init__(self, settings, **kw):
-        from service.worker.main import Worker
+        from service.worker.worker import Worker
 
         self.worker = Worker(settings, **kw)
         self.worker.load()

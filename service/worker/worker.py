@@ -35,12 +35,12 @@ from service.metrics import (
     WORKER_JOBS_HELD,
     WORKER_UP,
 )
-from service.queue import GROUP, JobQueue
+from service.queue import JobQueue
 from service.settings import Settings
 from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
 from service.worker.http import WorkerHTTP
-from service.worker.job import JobRun
+from service.worker.job import JobContext, JobRun
 from service.worker.people import DetectorPool, default_detector
 from service.worker.pipeline import run_windows
 from service.worker.windows import Window
@@ -97,7 +97,8 @@ class Worker:
         self.http: WorkerHTTP | None = None
         self.batcher = DynamicBatcher(
             settings.worker_max_batch, settings.worker_max_wait_ms / 1000.0, self._run_batch,
-            on_done=self._on_done, on_drop=self._on_drop, observe=self._observe)
+            observe=self._observe)
+        self.job_context = JobContext(self.queue, self.batcher, settings, self.detectors, self.worker_id)
         self._last_reclaim = 0.0
         self.jobs_done = 0
 
@@ -147,26 +148,6 @@ class Worker:
         max_encode = max(self.settings.worker_max_batch, 8)
         return run_windows(self.engines[model], windows, dopts, max_encode=max_encode)
 
-    def _route(self, windows: list[Window]) -> dict:
-        by_owner: dict[int, tuple[JobRun, list[int]]] = {}
-        for i, w in enumerate(windows):
-            owner = w.builder.owner
-            by_owner.setdefault(id(owner), (owner, []))[1].append(i)
-        return by_owner
-
-    def _on_done(self, windows: list[Window], results) -> None:
-        for w in windows:
-            w.builder.release(w)
-        for owner, idx in self._route(windows).values():
-            ws = [windows[i] for i in idx]
-            owner.on_results(ws, results if isinstance(results, BaseException) else [results[i] for i in idx])
-
-    def _on_drop(self, windows: list[Window]) -> None:
-        for w in windows:
-            w.builder.release(w)
-        for owner, idx in self._route(windows).values():
-            owner.on_dropped([windows[i] for i in idx])
-
     def _observe(self, batch: list[Window], wait_s: float) -> None:
         model = batch[0].batch_key[0]
         BATCH_SIZE.labels(model).observe(len(batch))
@@ -179,22 +160,8 @@ class Worker:
         worker took over meanwhile is let go."""
         with self._runs_lock:
             held = list(self.runs.items())
-        touch = getattr(self.queue, "touch", None)
         for (model, entry_id), run in held:
-            if run.outcome is not None:
-                continue
-            if touch is not None:
-                still_ours = touch(self.worker_id, model, entry_id)
-            else:
-                stream = self.queue.stream_key(model)
-                rows = self.redis.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
-                consumer = rows[0]["consumer"] if rows else None
-                if isinstance(consumer, bytes):
-                    consumer = consumer.decode()
-                still_ours = consumer == self.worker_id
-                if still_ours:
-                    self.redis.xclaim(stream, GROUP, self.worker_id, 0, [entry_id], justid=True)
-            if not still_ours:
+            if run.outcome is None and not self.queue.touch(self.worker_id, model, entry_id):
                 run.abort("lost")
 
     def _heartbeat_once(self) -> None:
@@ -240,7 +207,7 @@ class Worker:
                     log.warning("job %s dead-lettered: %s", job_id, reason)
                     continue
                 log.info("job %s reclaimed from a dead worker (entry %s)", job_id, entry_id)
-            run = JobRun(self, model, entry_id, job_id)
+            run = JobRun(self.job_context, self.engines[model], entry_id, job_id)
             with self._runs_lock:
                 self.runs[(model, entry_id)] = run
             run.start()
@@ -281,7 +248,8 @@ class Worker:
             self.load()
         self.queue.ensure_groups(self.models)
         for eng in self.engines.values():
-            info = {**eng.info(), "worker": self.worker_id, "registered_at": time.time()}
+            info = {**eng.info(self.detectors.available()), "worker": self.worker_id,
+                    "registered_at": time.time()}
             self.queue.register_model(eng.name, info)
         if self.settings.worker_metrics_port:
             self.http = WorkerHTTP(self.metrics_host, self.settings.worker_metrics_port, self._readiness,

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from service.worker.decode import InvalidVideo, VideoReader, probe, read_all
+from service.worker.video import InvalidVideo, VideoReader, probe, read_all
 
 
 @pytest.mark.parametrize("name,size,fps", [("street_walk.mp4", (960, 540), 5.0),
