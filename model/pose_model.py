@@ -106,13 +106,16 @@ class PoseModel(nn.Module):
         return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
 
     def decode_windows(self, feats: torch.Tensor, generator: torch.Generator | None = None,
-                       diffusion_steps: int | None = None, hypotheses: int | None = None) -> dict:
+                       diffusion_steps: int | None = None, hypotheses: int | None = None,
+                       noise_seeds: list[int] | None = None) -> dict:
         """feats (B, T, C, gh, gw) -> {"heatmaps", "base_heatmaps"} (B, K, h, w) for the key frame T//2,
         plus "prediction" / "base_prediction": the head's full outputs (what decode_keypoints needs).
 
         Without temporal, only the key frame's features are used (the others may be anything).
         diffusion_steps / hypotheses override the config's S / K for this call; S = 0 skips
-        diffusion (the deterministic head's heatmaps).
+        diffusion (the deterministic head's heatmaps). noise_seeds (one per window) draw each window's
+        diffusion noise from its own seed, so a window decodes the same whatever batch it is in
+        (the service seeds by track and frame); else `generator` draws the whole batch's noise.
         """
         cfg = self.cfg
         steps = cfg.diffusion_steps if diffusion_steps is None else int(diffusion_steps)
@@ -123,8 +126,15 @@ class PoseModel(nn.Module):
         heat = parts["det_heatmaps"]
         if cfg.diffusion and steps > 0:
             init = heat if cfg.diffusion_init == "prior" else None
+            noise = None
+            if noise_seeds is not None:
+                if len(noise_seeds) != heat.shape[0]:
+                    raise ValueError(f"{len(noise_seeds)} noise seeds for {heat.shape[0]} windows")
+                shape = (k, *heat.shape[1:])
+                noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                                   for s in noise_seeds]).to(heat.device, heat.dtype)
             heat = self.diffusion.sample(self._cond(parts), steps=steps, hypotheses=k, generator=generator,
-                                         init=init, init_step=cfg.diffusion_init_step)
+                                         init=init, init_step=cfg.diffusion_init_step, noise=noise)
         return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"], "prediction": parts["det"],
                 "base_prediction": parts["base"]}
 

@@ -159,12 +159,16 @@ class Engine:
         return feats
 
     @torch.inference_mode()
-    def decode(self, feats: torch.Tensor, options: DecodeOptions | None = None) -> np.ndarray:
-        """(B, T, C, gh, gw) features -> (B, K, 3) key-frame keypoints in heatmap cells + score."""
+    def decode(self, feats: torch.Tensor, options: DecodeOptions | None = None,
+               seeds: list[int] | None = None) -> np.ndarray:
+        """(B, T, C, gh, gw) features -> (B, K, 3) key-frame keypoints in heatmap cells + score.
+
+        seeds: one diffusion-noise seed per window (pipeline.window_seed), so results do not depend
+        on batch composition, worker or re-run; None draws from torch's global generator."""
         opts = options or self.default_options()
         with self._lock, self._autocast(), self._decode_config(opts):
             t0 = time.perf_counter()
-            out = self.model.decode_windows(feats.to(self.device))
+            out = self.model.decode_windows(feats.to(self.device), noise_seeds=seeds)
             kps = self.model.decode_keypoints(out).float().cpu().numpy()
             MODEL_FORWARD.labels(self.name, "decode").observe(time.perf_counter() - t0)
         return kps

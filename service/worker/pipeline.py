@@ -7,6 +7,8 @@ windows' cached features are stacked and decoded together.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -41,7 +43,14 @@ def run_windows(engine: Engine, windows: list[Window], options: DecodeOptions | 
     """Windows -> (B, K, 3) key-frame keypoints in heatmap cells (+ score)."""
     encode_missing(engine, windows, max_encode)
     feats = torch.stack([torch.stack([r.features for r in w.refs]) for w in windows])
-    return engine.decode(feats, options)
+    return engine.decode(feats, options, seeds=[window_seed(w) for w in windows])
+
+
+def window_seed(window: Window) -> int:
+    """The diffusion-noise seed of a window: a hash of its track and key frame, so the same clip with the
+    same options decodes to the same keypoints on any worker, in any batch, on any re-run or resume."""
+    digest = hashlib.sha256(f"{window.track_id}:{window.key_frame}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def to_instance(window: Window, kps_hm: np.ndarray, engine: Engine, width: int, height: int) -> dict:
