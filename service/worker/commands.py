@@ -60,14 +60,15 @@ def run_worker(args: argparse.Namespace) -> int:
         print("error: VIDPOSE_REDIS_URL is not set; `vidpose worker` needs a Redis server "
               "(`vidpose serve` starts one for you)", file=sys.stderr)
         return 2
-    from service.worker.worker import Worker
+    from service.worker.worker import MetricsPortInUse, Worker
 
     worker = Worker(settings, args.model or None, worker_id=args.id, drain_timeout_s=args.drain_timeout,
                     metrics_host=args.metrics_host)
     worker.install_signal_handlers()
     try:
+        worker.bind_http()  # before the model loads: a taken port fails in a second, not after a load
         worker.load()
-    except ModelNotFound as e:
+    except (ModelNotFound, MetricsPortInUse) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if worker.stopping.is_set():  # signalled while loading

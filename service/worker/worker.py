@@ -13,6 +13,7 @@ skips the wait.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -46,6 +47,10 @@ from service.worker.pipeline import run_windows
 from service.worker.windows import Window
 
 log = logging.getLogger("vidpose.worker")
+
+
+class MetricsPortInUse(RuntimeError):
+    """worker_metrics_port is held by another process."""
 
 
 def usable_cores() -> int:
@@ -242,6 +247,22 @@ class Worker:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
+    def bind_http(self) -> None:
+        """Bind worker_metrics_port (served once the worker runs). A port another process holds (a second
+        worker on the host) raises MetricsPortInUse naming the setting; 0 turns the endpoint off."""
+        if self.http is not None or not self.settings.worker_metrics_port:
+            return
+        port = self.settings.worker_metrics_port
+        try:
+            self.http = WorkerHTTP(self.metrics_host, port, self._readiness,
+                                   before_scrape=self._update_gauges)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise MetricsPortInUse(
+                f"worker metrics port {self.metrics_host}:{port} is already in use (another worker on this "
+                "host?): give each worker its own VIDPOSE_WORKER_METRICS_PORT, or 0 to turn it off") from None
+
     def run(self) -> int:
         """Load, register, serve jobs until stopping is set; then drain. Returns the exit code."""
         if not self.engines:
@@ -251,9 +272,9 @@ class Worker:
             info = {**eng.info(self.detectors.available()), "worker": self.worker_id,
                     "registered_at": time.time()}
             self.queue.register_model(eng.name, info)
-        if self.settings.worker_metrics_port:
-            self.http = WorkerHTTP(self.metrics_host, self.settings.worker_metrics_port, self._readiness,
-                                   before_scrape=self._update_gauges).start()
+        self.bind_http()
+        if self.http is not None:
+            self.http.start()
             log.info("worker metrics on http://%s:%d/metrics", self.metrics_host, self.http.port)
         self._heartbeat_once()
         self._hb_stop = threading.Event()

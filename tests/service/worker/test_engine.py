@@ -94,3 +94,27 @@ def test_seeded_diffusion_noise_does_not_depend_on_the_batch(engine):
         assert not np.array_equal(engine.decode(wins, opts), engine.decode(wins, opts))  # unseeded
     finally:
         model.diffusion.load_state_dict(saved)
+
+
+def test_second_worker_on_a_taken_metrics_port_fails_before_loading(tmp_path, redis_server):
+    """Two workers on one host: the second fails at once, naming the setting, without loading a model."""
+    import socket
+    import time
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VIDPOSE_REDIS_URL": redis_server.url,
+               "VIDPOSE_MODELS_DIR": str(tmp_path), "VIDPOSE_WORKER_METRICS_PORT": str(port)}
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--model", "never-loaded",
+                            "--metrics-host", "127.0.0.1"], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert f"127.0.0.1:{port} is already in use" in r.stderr and "VIDPOSE_WORKER_METRICS_PORT" in r.stderr
+        assert "never-loaded" not in r.stderr  # failed before looking for the model
+        assert time.monotonic() - t0 < 60
+    finally:
+        holder.close()
