@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     max_options_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted `options` JSON "
                                    "part in bytes (per-frame boxes of long clips can be large; 413 past it).")
     retry_after_s: int = Field(5, gt=0, description="Retry-After seconds sent with 429 responses.")
+    api_keep_alive_s: int = Field(
+        30, gt=0, description="Seconds the API keeps an idle HTTP connection open. Must exceed "
+        "retry_after_s: a client that waits Retry-After and reuses its connection must not find it closed.")
 
     # --- worker ---
     worker_max_batch: int = Field(16, gt=0, description="Dynamic batcher: most windows per forward pass.")
@@ -148,6 +151,14 @@ class Settings(BaseSettings):
     def _default_models(self) -> Settings:
         if not self.models:
             self.models = [self.default_model]
+        return self
+
+    @model_validator(mode="after")
+    def _keep_alive_outlasts_retry_after(self) -> Settings:
+        if self.api_keep_alive_s <= self.retry_after_s:
+            raise ValueError(f"api_keep_alive_s ({self.api_keep_alive_s}) must exceed retry_after_s "
+                             f"({self.retry_after_s}): clients honouring Retry-After would hit closed "
+                             "connections")
         return self
 
     @property

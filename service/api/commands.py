@@ -49,7 +49,7 @@ def run_api(args: argparse.Namespace) -> int:
     host = args.host or settings.api_host
     port = settings.api_port if args.port is None else args.port
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, timeout_keep_alive=settings.api_keep_alive_s)
     return 0
 
 

@@ -207,3 +207,33 @@ def test_dead_letter_after_too_many_deliveries(stack, shared_data, e2e_model):
     assert any(f[b"job_id"].decode() == job for f in dead)
     assert q.r.xlen(q.stream_key(model)) == 0
     assert "dead-lettered" in stack.log(wid)
+
+
+def test_connection_outlives_retry_after(make_stack):
+    """A client that waits Retry-After and reuses its keep-alive connection finds it open
+    (VIDPOSE_API_KEEP_ALIVE_S > VIDPOSE_RETRY_AFTER_S; at equal values uvicorn closed it: resets)."""
+    import http.client
+    import time
+    from urllib.parse import urlparse
+
+    stack = make_stack(workers=1, VIDPOSE_RETRY_AFTER_S=1, VIDPOSE_API_KEEP_ALIVE_S=3)
+    u = urlparse(stack.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            assert r.status == 200
+            r.read()
+            time.sleep(1.5)  # Retry-After (1 s) and a margin, well under the keep-alive (3 s)
+        sock = conn.sock
+        conn.request("GET", "/healthz")
+        r = conn.getresponse()
+        assert r.status == 200 and conn.sock is sock  # the same connection throughout
+        r.read()
+        time.sleep(4.5)  # past the keep-alive: the server has closed it (the setting is what applies)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+            conn.request("GET", "/healthz")
+            conn.getresponse()
+    finally:
+        conn.close()
