@@ -167,6 +167,27 @@ def test_not_found_and_routes(api):
         assert c.get("/docs").status_code == 200
 
 
+def test_docs_page_is_offline(api):
+    """/docs loads Swagger UI from the API's own routes (the swagger-ui-bundle package), never a CDN."""
+    import re
+
+    with api.client() as c:
+        page = c.get("/docs")
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+        assert urls, page.text
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"/docs loads {url} from elsewhere"
+        assert "cdn" not in page.text.lower()
+        assets = [u for u in urls if u.endswith((".js", ".css"))]
+        assert {u.rsplit(".", 1)[1] for u in assets} == {"js", "css"}
+        for url in assets + ["/openapi.json"]:
+            r = c.get(url)
+            assert r.status_code == 200 and len(r.content) > 1000, url
+        assert "SwaggerUIBundle" in c.get(next(u for u in assets if u.endswith(".js"))).text
+        assert c.get("/docs/oauth2-redirect").status_code == 200
+
+
 def test_redis_down_is_503(api_factory):
     api = api_factory(redis_url="redis://127.0.0.1:1/0")
     with api.client() as c:
