@@ -222,3 +222,23 @@ def test_detector_the_workers_cannot_run(api, clips):
         api.queue.heartbeat("w-onnx", {"models": [model], "detectors": ["hog", "onnx"]})
         assert post(c, "a.mp4", video, options=json.dumps({"detector": "onnx"})).status_code == 202
     assert len(api.blobs()) == 2
+
+
+def test_model_no_live_worker_serves(api_factory, clips):
+    """A known model that live workers do not serve: 422 model_not_served naming the served ones, nothing
+    stored. With no live worker at all the job is queued as before (a worker may be starting)."""
+    api = api_factory(models=["test-model", "other-model"])
+    served = api.settings.default_model
+    assert served != "other-model"
+    video = clips["soccer"].read_bytes()
+    with api.client() as c:
+        assert post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})).status_code == 202
+        api.queue.heartbeat("w-1", {"models": [served], "device": "cpu"})
+        err = error_of(post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})), 422)
+        assert err["code"] == "model_not_served"
+        assert "'other-model'" in err["message"] and served in err["message"]
+        assert len(api.blobs()) == 1
+        assert post(c, "a.mp4", video).status_code == 202
+        api.queue.heartbeat("w-2", {"model": "other-model", "device": "cpu"})
+        assert post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})).status_code == 202
+    assert len(api.blobs()) == 3
