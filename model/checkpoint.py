@@ -64,6 +64,7 @@ def save_checkpoint(model, path, info: dict | None = None, keypoints: list[str] 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # the temp file is private (0600); a model file is for any reader (workers)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -9,6 +9,7 @@ handlers import torch (or the web stack) only when they run, which keeps
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from service import __version__
@@ -40,9 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `vidpose model-info F | head`: the reader left; stop quietly like cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a program killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    """A redis-server child process on a loopback port; use as a context manager."""
+    """A redis-server child process on a loopback port; use as a context manager.
+
+    data_dir=None: a temporary folder, deleted on stop (nothing survives). A given data_dir is kept, and
+    with appendonly=True the server logs every write there (AOF, fsync each second), so a server started
+    again on the same folder finds the data (`vidpose serve` uses `<blob_dir>/../redis`)."""
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", data_dir: str | None = None,
                  appendonly: bool = False):
@@ -84,6 +88,7 @@ class RedisServer:
             "--dir", self.data_dir,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",  # with AOF: at most ~1 s of writes lost on a crash
             "--protected-mode", "yes",
             "--loglevel", "warning",
         ]

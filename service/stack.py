@@ -107,6 +107,12 @@ class Stack:
         return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env(),
                                 preexec_fn=_die_with_parent, stdout=out, stderr=out, start_new_session=True)
 
+    @property
+    def redis_dir(self) -> Path:
+        """Where the embedded Redis keeps its AOF: next to the uploads (default var/redis), so jobs
+        survive a restart of `vidpose serve` on the same folder."""
+        return Path(self.settings.blob_dir).resolve().parent / "redis"
+
     def start(self) -> Stack:
         if not _port_free(self.host, self.port):
             raise RuntimeError(f"port {self.port} on {self.host} is in use: pick another with --port "
@@ -118,7 +124,7 @@ class Stack:
             # (still pending, never delivered) and stops only when stop() sends SIGTERM.
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             try:
-                self.redis = RedisServer().start()
+                self.redis = RedisServer(data_dir=str(self.redis_dir), appendonly=True).start()
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self.redis_url = self.redis.url
@@ -175,12 +181,13 @@ def banner(stack: Stack) -> str:
     auth = ' -H "Authorization: Bearer $VIDPOSE_API_KEY"' if stack.settings.api_keys else ""
     metrics = (f"  worker metrics: http://{stack.display_host}:{stack.metrics_port}/metrics\n"
                if stack.metrics_port else "")
+    embedded = f" (embedded, data kept in {stack.redis.data_dir})" if stack.redis else ""
     return (
         f"vidpose is serving model {stack.name!r} ({stack.path})\n"
         f"  web page:       {stack.url}/   (upload a clip, watch progress, play the skeleton overlay)\n"
         f"  API:            {stack.url}   (OpenAPI docs: {stack.url}/docs)\n"
         f"  API metrics:    {stack.url}/metrics\n{metrics}"
-        f"  redis:          {stack.redis_url}{' (embedded)' if stack.redis else ''}\n"
+        f"  redis:          {stack.redis_url}{embedded}\n"
         f"Try it:\n"
         f"  curl -s{auth} -F video=@clip.mp4 {stack.url}/estimate\n"
         f"  curl -s{auth} {stack.url}/jobs/JOB_ID\n"

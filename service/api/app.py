@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.docs_page import install_docs
 from service.api.errors import install_error_handlers
 from service.api.info_routes import ops_router
 from service.api.middleware import HttpMetricsMiddleware
@@ -35,7 +36,8 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
 
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3,
                                             health_check_interval=30)
-    app = FastAPI(title="vidpose", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="vidpose", version=__version__, description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.redis = redis_client
     app.state.queue = JobQueue(redis_client, settings)
@@ -47,5 +49,6 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
     app.include_router(overlay_router("/v1"))
     app.include_router(ops_router())
     install_webpage(app)
+    install_docs(app)
     app.add_middleware(HttpMetricsMiddleware)
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DEFAULT_TIMEOUT_S = 3600.0  # `vidpose estimate` never waits forever unless asked (--timeout 0)
+
 
 def register(sub) -> None:
     p = sub.add_parser("api", help="run the HTTP API (uvicorn); needs VIDPOSE_REDIS_URL",
@@ -27,7 +29,9 @@ def register(sub) -> None:
     e.add_argument("--format", choices=("json", "posetrack", "coco"), default="json",
                    help="json (the API's result), posetrack (PoseTrack18) or coco (COCO results list)")
     e.add_argument("--poll", type=float, default=0.5, help="seconds between status polls")
-    e.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    e.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"give up waiting after this many seconds (default {DEFAULT_TIMEOUT_S:.0f}; "
+                   "0 waits forever); the job keeps running on the server")
     e.set_defaults(func=run_estimate)
 
 
@@ -107,7 +111,8 @@ def run_estimate(args: argparse.Namespace) -> int:
                     bar.set_postfix_str(job["status"], refresh=False)
                     bar.refresh()
 
-                job = client.wait(job_id, poll_s=args.poll, timeout_s=args.timeout, on_update=show)
+                job = client.wait(job_id, poll_s=args.poll, timeout_s=args.timeout or None,
+                                  on_update=show)
             if job["status"] != "succeeded":
                 err = job.get("error") or {}
                 return fail(f"job {job_id} {job['status']}: {err.get('code', '?')}: {err.get('message', '')}")
@@ -115,7 +120,8 @@ def run_estimate(args: argparse.Namespace) -> int:
     except ApiError as e:
         return fail(f"{server} answered {e.status} {e.code}: {e.message}")
     except JobTimeout as e:
-        return fail(f"{e} (it keeps running on the server)")
+        return fail(f"gave up waiting: {e} (--timeout {args.timeout:g}); it keeps running on the server: "
+                    f"GET {server}/jobs/{job_id}, or DELETE it to cancel")
     except httpx.HTTPError as e:
         return fail(f"cannot talk to the vidpose server at {server}: {type(e).__name__}: {e}")
     except KeyboardInterrupt:

@@ -144,6 +144,19 @@ def _check_detector(queue: JobQueue, settings: Settings, model: str, detector: s
                        f"{detector!r} (available: {', '.join(have)})" + (f"; it {need}" if need else ""))
 
 
+def _check_served(queue: JobQueue, model: str) -> None:
+    """422 `model_not_served` when live workers are known, all of them say which models they serve, and
+    none serves `model` (such a job would wait forever). With no live worker the job is queued as before."""
+    workers = queue.live_workers()
+    lists = [catalog.worker_models(w) for w in workers]
+    if not workers or not all(lists):  # no worker, or one that has not said what it serves
+        return
+    served = sorted({m for names in lists for m in names})
+    if model not in served:
+        raise ApiError(422, "model_not_served", f"no live worker serves model {model!r}; served: "
+                       f"{', '.join(served)} (GET /models)")
+
+
 def _too_busy(settings: Settings, backlog: int) -> ApiError:
     return ApiError(429, "too_many_requests",
                     f"the queue is full ({backlog} frames waiting, limit {settings.max_queued_frames}); "
@@ -217,6 +230,7 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
         if model not in await run_in_threadpool(_known_models, settings, queue):
             raise ApiError(422, "unknown_model",
                            f"unknown model {model!r}; GET /models lists the served ones")
+        await run_in_threadpool(_check_served, queue, model)
         info = await run_in_threadpool(_model_info, queue, model)
         served_window = info.window
         if options.window is not None and served_window is not None and options.window != served_window:

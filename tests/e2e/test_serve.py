@@ -113,3 +113,13 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
     assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
     time.sleep(0.5)
     assert [p for p in kids if alive(p)] == []
+    # The embedded Redis kept its AOF next to the uploads: a restart on this folder finds the job.
+    assert f"data kept in {tmp_path / 'redis'}" in text
+    import redis
+
+    from service.embedded_redis import RedisServer
+
+    with RedisServer(data_dir=str(tmp_path / "redis"), appendonly=True) as srv:
+        r = redis.Redis.from_url(srv.url)
+        assert [k for k in r.scan_iter(f"*{job_id}*")], "the finished job is gone after a restart"
+        r.close()

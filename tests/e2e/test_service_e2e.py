@@ -192,8 +192,11 @@ def test_dead_letter_after_too_many_deliveries(stack, shared_data, e2e_model):
 
     # A model no running worker serves, so the entry waits in its stream until we take it.
     shutil.copy(e2e_model, e2e_model.parent / "dl-model.safetensors")
-    job = stack.submit(shared_data / "videos" / "soccer.mp4", {"model": "dl-model"})
     q = stack.queue()
+    # The API refuses a model no live worker serves (model_not_served): "crashed-worker" served it at submit.
+    q.heartbeat("crashed-worker", {"models": ["dl-model"]})
+    job = stack.submit(shared_data / "videos" / "soccer.mp4", {"model": "dl-model"})
+    q.deregister("crashed-worker")
     q.ensure_groups(["dl-model"])
     (model, entry, jid), = q.claim("crashed-worker", ["dl-model"], 1, None)
     assert jid == job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,30 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("ck") / "model.safetensors"
     save_checkpoint(model, path, info={"epoch": 3, "pckh": 0.93})
     return model, path
+
+
+def test_checkpoint_file_is_world_readable(trained):
+    """Written through a private temp file, but the model file itself is 0644 (workers run as other users)."""
+    _, path = trained
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not list(path.parent.glob(".*tmp*"))
+
+
+def test_model_info_into_a_closed_pipe_is_quiet(trained):
+    """`vidpose model-info F | head`: the reader is gone before we write; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    _, path = trained
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "model-info", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # long before the interpreter has started and printed anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_round_trip_gives_identical_outputs(trained):

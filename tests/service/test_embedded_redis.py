@@ -55,3 +55,29 @@ def test_redis_server_dies_with_its_parent(tmp_path):
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def test_data_dir_with_aof_survives_a_restart(tmp_path):
+    """What `vidpose serve` does: AOF (fsync each second) in a kept folder; stopped and started again on
+    that folder, the server finds its keys (jobs survive a restart)."""
+    data = tmp_path / "var" / "redis"
+    with RedisServer(data_dir=str(data), appendonly=True) as srv:
+        r = redis.Redis.from_url(srv.url)
+        assert r.config_get("appendfsync")["appendfsync"] == "everysec"
+        r.hset("vidpose:job:abc", mapping={"status": "queued"})
+        r.xadd("vidpose:jobs:m", {"job_id": "abc"})
+        r.close()
+    assert data.is_dir() and any(data.iterdir())  # kept on stop
+    with RedisServer(data_dir=str(data), appendonly=True) as srv:  # another port, same folder
+        r = redis.Redis.from_url(srv.url)
+        assert r.hget("vidpose:job:abc", "status") == b"queued"
+        assert r.xlen("vidpose:jobs:m") == 1
+        r.close()
+
+
+def test_temporary_data_dir_is_removed():
+    with RedisServer() as srv:
+        data = srv.data_dir
+    import os
+
+    assert not os.path.exists(data)

@@ -79,6 +79,20 @@ def test_estimate_reports_failed_job(api, simulated_worker, clips, tmp_path, cap
     assert "failed: invalid_video: corrupt stream at frame 3" in capsys.readouterr().err
 
 
+def test_estimate_timeout_has_a_default_and_a_clear_error(api, clips, capsys):
+    """No worker: the job stays queued; estimate gives up after --timeout (default one hour, 0 = forever)."""
+    from service.api.commands import DEFAULT_TIMEOUT_S
+    from service.cli import build_parser
+
+    assert build_parser().parse_args(["estimate", "x.mp4"]).timeout == DEFAULT_TIMEOUT_S == 3600
+    started = time.monotonic()
+    code = main(["estimate", str(clips["soccer"]), "--server", api.url, "--timeout", "0.3", "--poll", "0.05"])
+    assert code == 1 and time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    assert "gave up waiting" in err and "still queued" in err and "--timeout 0.3" in err
+    assert "keeps running on the server" in err
+
+
 def test_vidpose_api_command(redis_server, tmp_path):
     assert vidpose("api", env={"VIDPOSE_REDIS_URL": ""}).returncode == 2
     port = free_port()

@@ -167,6 +167,27 @@ def test_not_found_and_routes(api):
         assert c.get("/docs").status_code == 200
 
 
+def test_docs_page_is_offline(api):
+    """/docs loads Swagger UI from the API's own routes (the swagger-ui-bundle package), never a CDN."""
+    import re
+
+    with api.client() as c:
+        page = c.get("/docs")
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+        assert urls, page.text
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"/docs loads {url} from elsewhere"
+        assert "cdn" not in page.text.lower()
+        assets = [u for u in urls if u.endswith((".js", ".css"))]
+        assert {u.rsplit(".", 1)[1] for u in assets} == {"js", "css"}
+        for url in assets + ["/openapi.json"]:
+            r = c.get(url)
+            assert r.status_code == 200 and len(r.content) > 1000, url
+        assert "SwaggerUIBundle" in c.get(next(u for u in assets if u.endswith(".js"))).text
+        assert c.get("/docs/oauth2-redirect").status_code == 200
+
+
 def test_redis_down_is_503(api_factory):
     api = api_factory(redis_url="redis://127.0.0.1:1/0")
     with api.client() as c:
@@ -201,3 +222,23 @@ def test_detector_the_workers_cannot_run(api, clips):
         api.queue.heartbeat("w-onnx", {"models": [model], "detectors": ["hog", "onnx"]})
         assert post(c, "a.mp4", video, options=json.dumps({"detector": "onnx"})).status_code == 202
     assert len(api.blobs()) == 2
+
+
+def test_model_no_live_worker_serves(api_factory, clips):
+    """A known model that live workers do not serve: 422 model_not_served naming the served ones, nothing
+    stored. With no live worker at all the job is queued as before (a worker may be starting)."""
+    api = api_factory(models=["test-model", "other-model"])
+    served = api.settings.default_model
+    assert served != "other-model"
+    video = clips["soccer"].read_bytes()
+    with api.client() as c:
+        assert post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})).status_code == 202
+        api.queue.heartbeat("w-1", {"models": [served], "device": "cpu"})
+        err = error_of(post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})), 422)
+        assert err["code"] == "model_not_served"
+        assert "'other-model'" in err["message"] and served in err["message"]
+        assert len(api.blobs()) == 1
+        assert post(c, "a.mp4", video).status_code == 202
+        api.queue.heartbeat("w-2", {"model": "other-model", "device": "cpu"})
+        assert post(c, "a.mp4", video, options=json.dumps({"model": "other-model"})).status_code == 202
+    assert len(api.blobs()) == 3
