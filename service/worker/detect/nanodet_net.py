@@ -361,23 +361,16 @@ def load_net(path: str | os.PathLike | None = None):
 
 def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
     """The torch module exported to ONNX (dynamic batch), once per process: ~3 s on 2 cores."""
-    import io
-    import warnings
-
     import torch
+
+    from model.ort_backbone import export_onnx
 
     net = load_net(path)
     key = "onnx:" + str(models_path(path).resolve())
     with _CACHE_LOCK:
         if key not in _CACHE:
-            buf = io.BytesIO()
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(net, (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),), buf,
-                                  input_names=["image"],
-                                  output_names=["cls", "reg"], opset_version=17, dynamo=False,
-                                  dynamic_axes={"image": {0: "n"}, "cls": {0: "n"}, "reg": {0: "n"}})
-            _CACHE[key] = buf.getvalue()
+            sample = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+            _CACHE[key] = export_onnx(net, sample, ["image"], ["cls", "reg"])
         return _CACHE[key]
 
 
