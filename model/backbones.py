@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.config import PoseModelConfig
+from model.heatmaps import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def build_backbone(cfg: PoseModelConfig):
 
 
 # --------------------------------------------------------------------------- ViT (ViTPose layout)
-_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+_IMAGENET_MEAN = tuple(float(v) * 255 for v in IMAGENET_MEAN)  # heatmaps.normalize_crop's stats, on 0..255
+_IMAGENET_STD = tuple(float(v) * 255 for v in IMAGENET_STD)
 
 
 def _build_vit(cfg: PoseModelConfig):
