@@ -84,14 +84,15 @@ class PoseModel(nn.Module):
                 return self.backbone(frames)
         return self.backbone(frames)
 
-    def _heads(self, feats: torch.Tensor) -> dict:
-        """Everything after the backbone except diffusion sampling."""
+    def _heads(self, feats: torch.Tensor, with_base: bool = True) -> dict:
+        """Everything after the backbone except diffusion sampling. with_base=False skips the
+        single-frame branch's prediction when the temporal one replaces it (training needs only it)."""
         cfg = self.cfg
         if feats.dim() != 5 or feats.shape[1] != cfg.window:
             raise ValueError(f"expected features (B, T={cfg.window}, C, gh, gw), got {tuple(feats.shape)}")
         key = feats[:, cfg.key_index]
         f16, f8, f4 = self.keypoint_head.pyramid(key)
-        base = self.keypoint_head.predict(f4)
+        base = self.keypoint_head.predict(f4) if with_base or not cfg.temporal else None
         fused, det = f4, base
         if cfg.temporal:
             t = self.temporal_proj(self.temporal_encoder(feats))
@@ -100,7 +101,7 @@ class PoseModel(nn.Module):
             fused = f4 + t
             det = self.keypoint_head.predict(fused)
         return {"key": f16, "f8": f8, "fused": fused, "base": base, "det": det,
-                "base_heatmaps": base["heatmaps"], "det_heatmaps": det["heatmaps"]}
+                "base_heatmaps": None if base is None else base["heatmaps"], "det_heatmaps": det["heatmaps"]}
 
     def _cond(self, parts: dict) -> DiffusionCond:
         return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
@@ -171,6 +172,36 @@ class PoseModel(nn.Module):
         return hm.decode_heatmaps(heatmaps.float())
 
     # ------------------------------------------------------------------ training
+    def distill_loss(self, feats: torch.Tensor, clean_key: torch.Tensor, target_weight: torch.Tensor,
+                     generator: torch.Generator | None = None) -> dict:
+        """Train the temporal path (and diffusion head) against the frozen single-frame model itself.
+
+        feats (B, T, C, gh, gw): cached backbone features of a window whose key frame may be corrupted;
+        clean_key (B, C, gh, gw): the key frame's clean features. The teacher is this model's own
+        single-frame branch on the clean key: its heatmaps are the target of the fused heatmaps
+        (weighted per joint by target_weight, the clean-frame confidence), and its stride-4 features
+        the target of the fused features, so the centre, regression and offset heads -- frozen, and
+        read by the keypoint decoder too -- see features like a clean frame's. Both terms are relative
+        (1.0 = predicting zeros), so neither scale dominates. Needs cfg.temporal.
+        """
+        if not self.cfg.temporal:
+            raise ValueError("distill_loss trains the temporal path: the model has temporal=False")
+        parts = self._heads(feats, with_base=False)
+        with torch.no_grad():
+            f4_clean = self.keypoint_head.pyramid(clean_key)[2]
+            teacher = self.keypoint_head.predict(f4_clean)["heatmaps"]
+        w = target_weight.reshape(*target_weight.shape[:2], 1, 1).to(teacher.dtype)
+        heat_norm = (w * teacher ** 2).mean().clamp_min(1e-8)
+        out = {"heatmap_loss": weighted_mse(parts["det_heatmaps"], teacher, target_weight) / heat_norm,
+               "feature_loss": F.mse_loss(parts["fused"], f4_clean) / (f4_clean ** 2).mean().clamp_min(1e-8)}
+        loss = out["heatmap_loss"] + out["feature_loss"]
+        if self.cfg.diffusion:
+            out["diffusion_loss"] = self.diffusion.training_loss(self._cond(parts), teacher, target_weight,
+                                                                 generator=generator) / heat_norm
+            loss = loss + out["diffusion_loss"]
+        out["loss"] = loss
+        return out
+
     def training_loss(self, frames: torch.Tensor, target_heatmaps: torch.Tensor, target_weight: torch.Tensor,
                       generator: torch.Generator | None = None) -> dict:
         """Weighted heatmap MSE on the base and the (temporal) heatmaps, plus the diffusion x0 loss.

@@ -58,6 +58,9 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.set_defaults(func=_eval)
     _register_train_export(sub)
+    from training import temporal_commands
+
+    temporal_commands.register(sub)
 
 
 def _synth(args) -> int:

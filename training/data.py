@@ -4,6 +4,9 @@
     posetrack:ANNOTATIONS:IMAGE_ROOT    PoseTrack18/21 JSON file or folder, images relative to IMAGE_ROOT
     coco:ANN_FILE:IMAGE_ROOT            COCO keypoints JSON (single images, T copies per window)
     clips:ROOT                          the user's clips (docs/data.md), split from train/val
+    features:CACHE_DIR                  `vidpose cache-features` output: cached backbone features of a
+                                        clip's windows, clean and with corrupted key frames (temporal
+                                        training against a frozen single-frame teacher)
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def build_dataset(spec: str, cfg: PoseModelConfig, train: bool, sigma: float = 3
         return ds.synthetic_dataset(Path(rest), split, cfg, train, sigma, **kwargs)
     if kind == "clips":
         return ds.ClipsDataset(Path(rest), cfg, train, sigma, split=split, **kwargs)
+    if kind == "features":
+        return ds.CachedFeatureWindows(Path(rest), cfg, train, seed=seed)
     if kind in ("posetrack", "coco"):
         ann, sep, root = rest.rpartition(":")
         if not sep:
@@ -38,7 +43,7 @@ def build_dataset(spec: str, cfg: PoseModelConfig, train: bool, sigma: float = 3
         if kind == "posetrack":
             return ds.PoseTrackDataset(Path(ann), Path(root), cfg, train, sigma, **kwargs)
         return ds.CocoKeypointsDataset(Path(ann), Path(root), cfg, train, sigma, **kwargs)
-    raise ValueError(f"data spec {spec!r}: unknown kind {kind!r} (synth, posetrack, coco, clips)")
+    raise ValueError(f"data spec {spec!r}: unknown kind {kind!r} (synth, posetrack, coco, clips, features)")
 
 
 def build_datasets(specs: list[str], cfg: PoseModelConfig, train: bool, sigma: float = 3.0,

@@ -40,7 +40,9 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, frames, heatmaps, weights):
+    def forward(self, frames, heatmaps, weights, clean_key=None):
+        if clean_key is not None:  # cached features (features:CACHE_DIR): frames holds features
+            return self.model.distill_loss(frames, clean_key, weights)
         return self.model.training_loss(frames, heatmaps, weights)
 
 
@@ -216,6 +218,16 @@ class Trainer:
     def validate(self) -> dict:
         if self.val_set is None:
             return {}
+        if "features" in self.val_set[0]:  # cached windows: PCK against the clean-frame teacher
+            from training.evaluate.temporal_eval import evaluate_windows, summary
+
+            was_training = self.model.training
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                result = evaluate_windows(self.model, self.val_set, batch_size=self.tc.batch_size,
+                                          device=self.device, seed=self.tc.seed)
+            self.model.train(was_training)
+            return summary(result)
         preds = predict(self.model, self.val_set, batch_size=self.tc.batch_size, device=self.device,
                         seed=self.tc.seed, amp_dtype=self.amp_dtype)
         return pck_summary(preds)
@@ -236,12 +248,16 @@ class Trainer:
         t_last = time.perf_counter()
         while self.step < tc.steps:
             for batch in self._loader(epoch):
-                frames = batch["frames"].to(self.device, non_blocking=True)
-                target = batch["heatmaps"].to(self.device, non_blocking=True)
                 weight = batch["target_weight"].to(self.device, non_blocking=True)
+                if "features" in batch:
+                    frames = batch["features"].to(self.device, non_blocking=True)
+                    target, clean = None, batch["clean_key"].to(self.device, non_blocking=True)
+                else:
+                    frames = batch["frames"].to(self.device, non_blocking=True)
+                    target, clean = batch["heatmaps"].to(self.device, non_blocking=True), None
                 with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
                                     enabled=self.amp_dtype is not None):
-                    losses = self.loss_module(frames, target, weight)
+                    losses = self.loss_module(frames, target, weight, clean)
                 self.optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 if tc.grad_clip > 0:

@@ -4,6 +4,7 @@
     CocoKeypointsDataset(ann_file, image_root, cfg, train, sigma=3.0, ...)  COCO keypoints, T copies
     ClipsDataset(root, cfg, train, sigma=3.0, split=None, ...)              the user's clips (docs/data.md)
     synthetic_dataset(root, split, cfg, train, sigma=3.0, ...)              `vidpose synth` output
+    CachedFeatureWindows(root, cfg, train, ...)                             `vidpose cache-features` output
 
 Names resolve lazily so torch-free users (evaluation, layouts) do not import torch.
 """
@@ -15,7 +16,7 @@ import importlib
 _EXPORTS = {
     "WindowDataset": "base", "WindowSample": "base",
     "ClipsDataset": "clips", "synthetic_dataset": "clips",
-    "CocoKeypointsDataset": "coco",
+    "CocoKeypointsDataset": "coco", "CachedFeatureWindows": "features",
     "COCO": "layouts", "POSETRACK18": "layouts", "KeypointLayout": "layouts", "layout_from_names": "layouts",
     "PoseTrackDataset": "posetrack", "load_posetrack": "posetrack",
 }

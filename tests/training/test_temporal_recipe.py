@@ -1,0 +1,154 @@
+"""The temporal-path recipe on a real clip: teacher labels -> feature cache -> distillation -> PCK.
+
+soccer.poses.json is the served model's own `vidpose estimate` result for ../shared/data/videos/
+soccer.mp4 (5 frames, 3 players), i.e. exactly what the recipe's first step writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.pose_model import PoseModel
+from training.datasets.features import CachedFeatureWindows
+from training.datasets.teacher import key_samples, load_labels, split_frames
+from training.evaluate.temporal_eval import evaluate_windows, summary
+from training.feature_cache import build_cache, crop, read_frames
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = REPO / "tests" / "fixtures" / "teacher" / "soccer.poses.json"
+CHECKPOINT = REPO / "service" / "models" / "vidpose-movenet-thunder.safetensors"
+
+
+def test_labels_and_key_samples():
+    labels = load_labels(LABELS)
+    assert labels.num_frames == 5 and len(labels.keypoint_names) == 17
+    samples = key_samples(labels, range(0, 5), window=5, min_joints=8)
+    assert samples, "the served model is confident on some soccer players"
+    for s in samples:
+        assert len(s.window) == 5 and s.window[2] == s.frame
+        assert all((f, s.track) in labels.boxes for f in s.window)  # clamped to frames the track is in
+        assert int((labels.keypoints[(s.frame, s.track)][:, 2] >= 0.3).sum()) >= 8
+    strict = key_samples(labels, range(0, 5), window=5, min_joints=17)
+    assert len(strict) < len(samples)
+    held_out = key_samples(labels, split_frames(5, "val", 0.4), window=5)
+    assert all(f >= 3 for s in held_out for f in s.window)  # never borrows training frames
+    assert split_frames(10, "train", 0.2) == range(0, 8) and split_frames(10, "val", 0.2) == range(8, 10)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("cache")
+    clip = shared_data / "videos" / "soccer.mp4"
+    train = build_cache(CHECKPOINT, clip, LABELS, root / "train", split="all", variants=2, threads=1,
+                        progress=False)
+    val = build_cache(CHECKPOINT, clip, LABELS, root / "val", split="val", val_fraction=1.0, threads=1,
+                      progress=False)
+    return root, train, val, clip
+
+
+def test_cache_holds_the_service_crops_features(caches):
+    root, info, _, clip = caches
+    model, _ = load_checkpoint(CHECKPOINT)
+    labels = load_labels(LABELS)
+    data = CachedFeatureWindows(root / "train", model.cfg, train=True, corrupt_prob=0.0)
+    assert len(data) == info["samples"] and info["corrupt_crops"] == 2 * info["samples"]
+    s = data.samples[0]
+    image = read_frames(clip, {s["frame"]})[s["frame"]]
+    from model.backbones import input_spec
+
+    x = torch.from_numpy(crop(image, labels.boxes[(s["frame"], s["track"])], input_spec(model.cfg)))[None]
+    with torch.no_grad():
+        want = model.encode_frames(x)[0]
+    got = data[0]["clean_key"]
+    assert torch.allclose(got, want, atol=0.05 * float(want.abs().max())), float((got - want).abs().max())
+    item = data[0]
+    assert item["kind"] == -1 and torch.equal(item["features"][2], item["clean_key"])
+    corrupted = CachedFeatureWindows(root / "train", model.cfg, train=True, corrupt_prob=1.0, seed=0)[0]
+    assert corrupted["kind"] >= 0 and not torch.equal(corrupted["features"][2], corrupted["clean_key"])
+    assert torch.equal(corrupted["features"][[0, 1, 3, 4]], item["features"][[0, 1, 3, 4]])
+
+
+def test_val_cache_lists_each_sample_clean_and_corrupted(caches):
+    root, _, val, _ = caches
+    data = CachedFeatureWindows(root / "val", train=False)
+    assert len(data) == 2 * val["samples"]
+    kinds = [data[i]["kind"] for i in range(len(data))]
+    assert kinds.count(-1) == val["samples"]
+    with pytest.raises(ValueError, match="cached for"):
+        model, _ = load_checkpoint(CHECKPOINT)
+        CachedFeatureWindows(root / "val", model.cfg.replace(window=3), train=False)
+
+
+def _temporal_model(**overrides) -> PoseModel:
+    single, meta = load_checkpoint(CHECKPOINT)
+    cfg = meta["config"].replace(**{"temporal": True, "diffusion": True, "freeze_backbone": "single-frame",
+                                    **overrides})
+    model = PoseModel(cfg)
+    model.load_state_dict(single.state_dict(), strict=False)
+    return model
+
+
+def test_untrained_temporal_model_is_its_single_frame_branch(caches):
+    root = caches[0]
+    model = _temporal_model()
+    data = CachedFeatureWindows(root / "val", model.cfg, train=False)
+    result = evaluate_windows(model, data, {"temporal": (0, 1), "K=3": (1, 3)}, batch_size=16)
+    for group, row in result["rows"].items():
+        assert row["temporal"] == row["base"] == row["K=3"], (group, row)  # zero-init: nothing changes
+    assert result["rows"]["clean"]["base"] == 100.0  # the teacher is the clean single-frame branch
+    assert result["rows"]["corrupted"]["base"] < 100.0
+    assert set(summary(result, "temporal")) == {"pck", "pck_base", "pck_clean", "pck_clean_base"}
+
+
+def test_distill_loss_is_zero_on_clean_windows_and_trains_only_the_temporal_path(caches):
+    root = caches[0]
+    torch.manual_seed(0)
+    model = _temporal_model().train()
+    data = CachedFeatureWindows(root / "train", model.cfg, train=True, corrupt_prob=1.0, seed=0)
+    batch = [data[i] for i in range(min(4, len(data)))]
+    feats = torch.stack([b["features"] for b in batch])
+    clean = torch.stack([b["clean_key"] for b in batch])
+    w = torch.stack([b["target_weight"] for b in batch])
+    clean_window = feats.clone()
+    clean_window[:, 2] = clean
+    with torch.no_grad():
+        zero = model.distill_loss(clean_window, clean, w)
+    assert float(zero["heatmap_loss"]) == 0.0 and float(zero["feature_loss"]) == 0.0
+    loss = model.distill_loss(feats, clean, w)
+    assert float(loss["heatmap_loss"]) > 0.05 and float(loss["feature_loss"]) > 0.01
+    loss["loss"].backward()
+    for name, p in model.named_parameters():
+        frozen = name.startswith(("backbone.", "keypoint_head."))
+        assert (p.grad is None) == frozen, name
+
+    # a few steps on two windows (no diffusion: its loss is not what is checked) bring the fused
+    # features and heatmaps toward the clean frame's
+    torch.manual_seed(0)
+    small = _temporal_model(diffusion=False).train()
+    opt = torch.optim.AdamW([p for p in small.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(6):
+        out = small.distill_loss(feats, clean, w)
+        losses.append(float(out["loss"].detach()))
+        opt.zero_grad()
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(small.parameters(), 1.0)
+        opt.step()
+    assert losses[-1] < 0.95 * losses[0] and losses[-1] < losses[-2], losses
+
+
+def test_cache_refuses_labels_without_confident_people(tmp_path, shared_data):
+    import json
+
+    data = json.loads(LABELS.read_text())
+    for frame in data["frames"]:
+        for inst in frame["instances"]:
+            inst["keypoints"] = [[x, y, 0.01] for x, y, _ in inst["keypoints"]]
+    bad = tmp_path / "unsure.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="no confident key samples"):
+        build_cache(CHECKPOINT, shared_data / "videos" / "soccer.mp4", bad, tmp_path / "c", progress=False)

@@ -1,0 +1,140 @@
+"""Does the temporal path earn its place? PCK@0.1 on cached held-out windows, against the teacher.
+
+For each window (training/datasets/features.py, train=False: every key sample clean and under its
+fixed corruption) the target is the frozen single-frame model's keypoints on the CLEAN key frame. We
+score, on the same joints (teacher-confident ones only):
+    base      the single-frame branch on the (possibly corrupted) key frame -- what the served
+              single-frame model would output
+    temporal  the fused prediction for each diffusion setting asked for (none / K hypotheses)
+and, with K > 1, the per-joint spread of the K hypotheses' decoded keypoints (crop pixels) on joints
+the model gets right vs wrong -- the check that the uncertainty means something.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.utils.data import DataLoader
+
+from training.data import collate
+
+
+def _correct(pred: torch.Tensor, target: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """(B, K, >=2) keypoints in heatmap cells -> (B, K) bool: within thr (B,) cells."""
+    return torch.linalg.vector_norm(pred[..., :2] - target[..., :2], dim=-1) <= thr[:, None]
+
+
+def hypothesis_spread(model, out: dict, hypotheses_heatmaps: torch.Tensor) -> torch.Tensor:
+    """(B, H, K, h, w) per-hypothesis heatmaps -> (B, K) spread of their decoded keypoints, in heatmap
+    cells: the root mean squared distance of the H keypoints from their mean."""
+    b, n = hypotheses_heatmaps.shape[:2]
+    pred = {k: v.repeat_interleave(n, dim=0) for k, v in out["prediction"].items()}
+    kps = model.keypoint_head.decode(hypotheses_heatmaps.flatten(0, 1).float(), pred)[..., :2]
+    kps = kps.view(b, n, *kps.shape[1:])
+    return ((kps - kps.mean(1, keepdim=True)) ** 2).sum(-1).mean(1).sqrt()
+
+
+@torch.no_grad()
+def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None = None,
+                     batch_size: int = 64, device: str | torch.device = "cpu", seed: int = 0) -> dict:
+    """settings: name -> (diffusion_steps, hypotheses); default: the model's own configuration.
+
+    Returns {"rows": {kind: {"n_joints", "base", <setting>...}}, "spread": {setting: {"right", "wrong",
+    "n_right", "n_wrong"}}}, PCK in %. kind "clean" = uncorrupted key frames; "corrupted" = all
+    corrupted ones together; plus one row per corruption kind.
+    """
+    model.eval()
+    cfg = model.cfg
+    if settings is None:
+        settings = {"model": (cfg.diffusion_steps if cfg.diffusion else 0, cfg.hypotheses)}
+    stride = cfg.input_size[1] / cfg.heatmap_size[1]
+    hits: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    spread: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    start = 0
+    for batch in loader:
+        feats = batch["features"].to(device)
+        w = batch["target_weight"].to(device) > 0
+        thr = batch["pck_threshold"].to(device)
+        f4_clean = model.keypoint_head.pyramid(batch["clean_key"].to(device))[2]
+        clean_pred = model.keypoint_head.predict(f4_clean)
+        teacher = model.keypoint_head.decode(clean_pred["heatmaps"], clean_pred)
+        kinds = ["clean" if k < 0 else dataset.kinds[k] for k in batch["kind"]]
+        seeds = [seed * 1_000_003 + start + i for i in range(len(kinds))]
+        start += len(kinds)
+        results = {}
+        for name, (steps, k) in settings.items():
+            out = model.decode_windows(feats, diffusion_steps=steps, hypotheses=k, noise_seeds=seeds)
+            results[name] = model.decode_keypoints(out)
+            results.setdefault("base", model.decode_keypoints(out, base=True))
+            if k > 1 and steps > 0 and cfg.diffusion:
+                all_heat = _all_hypotheses(model, feats, steps, k, seeds)
+                s = hypothesis_spread(model, out, all_heat) * stride
+                ok = _correct(results[name], teacher, thr)
+                spread[name]["right"].append(s[w & ok].cpu())
+                spread[name]["wrong"].append(s[w & ~ok].cpu())
+        for name, kps in results.items():
+            ok = _correct(kps, teacher, thr)
+            for i, kind in enumerate(kinds):
+                for group in (kind, "corrupted") if kind != "clean" else (kind,):
+                    hits[group][name].append(ok[i][w[i]].cpu())
+    rows = {}
+    for group, by_name in hits.items():
+        first = next(iter(by_name.values()))
+        row = {"n_joints": int(sum(len(x) for x in first))}
+        for name, parts in by_name.items():
+            cat = torch.cat(parts).float()
+            row[name] = round(100.0 * float(cat.mean()), 2) if len(cat) else float("nan")
+        rows[group] = row
+    spreads = {}
+    for name, d in spread.items():
+        right, wrong = torch.cat(d["right"]), torch.cat(d["wrong"])
+        spreads[name] = {"right": _mean(right), "wrong": _mean(wrong),
+                         "n_right": len(right), "n_wrong": len(wrong)}
+    return {"rows": rows, "spread": spreads}
+
+
+def _all_hypotheses(model, feats, steps: int, k: int, seeds: list[int]) -> torch.Tensor:
+    """The K hypotheses' heatmaps (B, K, J, h, w), drawn from the same per-window seeds as decode_windows."""
+    parts = model._heads(feats)
+    heat = parts["det_heatmaps"]
+    shape = (k, *heat.shape[1:])
+    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    cfg = model.cfg
+    init = heat if cfg.diffusion_init == "prior" else None
+    return model.diffusion.sample(model._cond(parts), steps=steps, hypotheses=k, init=init,
+                                  init_step=cfg.diffusion_init_step, noise=noise.to(heat.device, heat.dtype),
+                                  return_all=True)
+
+
+def _mean(x: torch.Tensor) -> float:
+    return round(float(x.mean()), 3) if len(x) else float("nan")
+
+
+def summary(result: dict, setting: str = "model") -> dict:
+    """The trainer's validation metrics: pck = temporal on corrupted key frames (what training is for)."""
+    rows = result["rows"]
+    out = {}
+    for group, key in (("corrupted", "pck"), ("clean", "pck_clean")):
+        if group in rows:
+            out[key] = rows[group][setting] / 100.0
+            out[key + "_base"] = rows[group]["base"] / 100.0
+    return out
+
+
+def format_table(result: dict) -> str:
+    """Markdown: one row per key-frame condition, one column per prediction."""
+    rows = result["rows"]
+    names = [n for n in next(iter(rows.values())) if n != "n_joints"]
+    order = ["clean", "corrupted"] + sorted(k for k in rows if k not in ("clean", "corrupted"))
+    lines = ["| key frame | joints | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for group in order:
+        if group in rows:
+            r = rows[group]
+            lines.append(f"| {group} | {r['n_joints']} | " + " | ".join(f"{r[n]:.1f}" for n in names) + " |")
+    for name, s in result["spread"].items():
+        lines.append(f"\n{name}: hypothesis spread (crop px) on right joints {s['right']} "
+                     f"(n={s['n_right']}), "
+                     f"on wrong joints {s['wrong']} (n={s['n_wrong']})")
+    return "\n".join(lines)

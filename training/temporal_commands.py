@@ -1,0 +1,104 @@
+"""`vidpose cache-features` and `vidpose eval-temporal`: the temporal-path recipe's two extra steps.
+
+    vidpose estimate CLIP --out LABELS.json               the served single-frame model = the teacher
+    vidpose cache-features CK CLIP LABELS.json OUT --split train|val
+    vidpose train --config training/recipes/temporal-vtest.yaml
+    vidpose eval-temporal RUN/best.safetensors OUT_VAL    PCK@0.1 vs the clean-frame teacher
+
+See docs/training.md for the whole recipe and docs/results.md for what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cache-features", help="encode a clip's person crops once (clean + corrupted key "
+                                              "frames) for temporal training on a frozen backbone",
+                       description="Cut the service's crops of every tracked person in CLIP (boxes from a "
+                                   "`vidpose estimate` result), encode them with CHECKPOINT's backbone, and "
+                                   "each confident key frame also under corruptions "
+                                   "(training/corruptions.py). "
+                                   "Writes OUT/{meta.json,index.json,clean.npy,corrupt.npy}; use as "
+                                   "features:OUT in `vidpose train` / `vidpose eval-temporal`.")
+    p.add_argument("checkpoint", help="the single-frame model whose backbone is frozen (.safetensors)")
+    p.add_argument("clip", help="the video")
+    p.add_argument("labels", help="`vidpose estimate CLIP --out LABELS.json` output for the same clip")
+    p.add_argument("out", help="cache folder")
+    p.add_argument("--split", choices=("train", "val", "all"), default="train",
+                   help="train: the first 1 - val_fraction of the frames; val: the rest (one fixed "
+                        "corruption per key frame, kinds in turn); all: every frame")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--variants", type=int, default=2, help="corrupted copies per key frame (train/all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-score", type=float, default=0.3, help="teacher joints under this get weight 0")
+    p.add_argument("--min-joints", type=int, default=8, help="key frames need this many confident joints")
+    p.add_argument("--key-every", type=int, default=1, help="key frames: every N-th frame of the split")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cache)
+
+    p = sub.add_parser("eval-temporal", help="PCK@0.1 of temporal vs single-frame on cached held-out windows",
+                       description="Scores CHECKPOINT on a feature cache (train=False: every key frame clean "
+                                   "and corrupted) against its own single-frame branch on the clean key "
+                                   "frame: "
+                                   "base (single-frame on the corrupted key) vs temporal with no diffusion, "
+                                   "K=1 and K=--hypotheses; the hypotheses' spread on right vs wrong joints.")
+    p.add_argument("checkpoint")
+    p.add_argument("cache", nargs="+", help="feature cache folder(s) (vidpose cache-features --split val)")
+    p.add_argument("--hypotheses", type=int, default=5)
+    p.add_argument("--steps", type=int, default=1, help="DDIM steps for the diffusion settings")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    p.set_defaults(func=_eval_temporal)
+
+
+def _cache(args) -> int:
+    from training.feature_cache import build_cache
+
+    try:
+        info = build_cache(args.checkpoint, args.clip, args.labels, args.out, split=args.split,
+                           variants=args.variants, seed=args.seed, val_fraction=args.val_fraction,
+                           min_score=args.min_score, min_joints=args.min_joints, key_every=args.key_every,
+                           threads=args.threads,
+                           device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"[cache-features] {info['samples']} key samples, {info['crops']} clean + {info['corrupt_crops']} "
+          f"corrupted crops -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _eval_temporal(args) -> int:
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    from model.checkpoint import load_checkpoint
+    from training.datasets.features import CachedFeatureWindows
+    from training.evaluate.temporal_eval import evaluate_windows, format_table
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    model, _ = load_checkpoint(args.checkpoint)
+    cfg = model.cfg
+    try:
+        parts = [CachedFeatureWindows(c, cfg, train=False) for c in args.cache]
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    data.kinds = parts[0].kinds
+    settings = {"temporal": (0, 1)}
+    if cfg.diffusion:
+        settings.update({"temporal+diff K=1": (args.steps, 1),
+                         f"temporal+diff K={args.hypotheses}": (args.steps, args.hypotheses)})
+    result = evaluate_windows(model, data, settings, batch_size=args.batch_size)
+    print(format_table(result))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"checkpoint": args.checkpoint, "caches": args.cache, **result}, fh, indent=1)
+    return 0
