@@ -19,6 +19,13 @@ def app_state(request: Request) -> tuple[Settings, JobQueue]:
     return request.app.state.settings, request.app.state.queue
 
 
+def base_path(request: Request) -> str:
+    """URL prefix the client used (root_path behind a proxy, plus /v1 when called there)."""
+    root = request.scope.get("root_path", "") or ""
+    path = request.url.path
+    return root + ("/v1" if path[len(root):].startswith("/v1/") else "")
+
+
 def list_models(request: Request, owner: str = Depends(authenticate)):
     settings, queue = app_state(request)
     registered = queue.list_models()
