@@ -58,6 +58,19 @@ async def _drain(stream, limit: int) -> None:
         pass
 
 
+async def _replay(request: Request, queue: JobQueue, job_id: str, key: str, fingerprint: str) -> JSONResponse:
+    """202 with the job an earlier request created under the same Idempotency-Key, when this request's
+    body is the same (its fingerprint: video bytes + options); 422 `idempotency_key_reused` otherwise,
+    as draft-ietf-httpapi-idempotency-key-header says. A job stored without a fingerprint (before
+    this check existed) is replayed."""
+    job = await run_in_threadpool(queue.get_job, job_id, False)
+    if job and job.get("fingerprint") and job["fingerprint"] != fingerprint:
+        raise ApiError(422, "idempotency_key_reused", f"Idempotency-Key {key!r} was already used for "
+                       f"another request (a different video or options: job {job_id}); send a new key "
+                       "for a new request")
+    return accepted(request, job_id, job["status"] if job else "queued", replayed=True)
+
+
 async def estimate(request: Request, owner: str = Depends(authenticate),
                    idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
     settings, queue = app_state(request)
@@ -70,7 +83,7 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
             raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 printable ASCII "
                            "characters without spaces")
         upload = MultipartUpload(request.headers.get("content-type"), request.app.state.blobs,
-                                 settings.max_options_bytes)
+                                 settings.max_options_bytes, hash_video=bool(idempotency_key))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > drain_limit + _FRAMING_BYTES:
             refused_unread = True
@@ -78,10 +91,10 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
                            f"limit of {settings.max_upload_bytes} bytes (VIDPOSE_MAX_UPLOAD_BYTES)")
         if idempotency_key:
             existing = await run_in_threadpool(queue.find_idempotent, owner, idempotency_key)
-            if existing:  # replay: same job, no second upload stored
-                await _drain(stream, drain_limit)
-                job = await run_in_threadpool(queue.get_job, existing, False)
-                return accepted(request, existing, job["status"] if job else "queued", replayed=True)
+            if existing:  # the body decides: the same request again (replay) or the key reused (422)
+                form = await upload.parse(stream)
+                upload.cleanup()  # no second upload stored
+                return await _replay(request, queue, existing, idempotency_key, form.fingerprint())
         backlog = await run_in_threadpool(queue.backlog_frames)
         if backlog >= settings.max_queued_frames:
             raise too_busy(settings, backlog)
@@ -117,7 +130,11 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
             raise too_busy(settings, backlog)
         job_id, created = await run_in_threadpool(
             queue.submit, owner, model, str(form.blob), parsed.stored, frames_total,
-            {**video.to_dict(), "frames": frames_total}, idempotency_key)
+            {**video.to_dict(), "frames": frames_total}, idempotency_key,
+            form.fingerprint() if idempotency_key else "")
+        if not created:  # an idempotent twin won the race: keep its blob, drop ours
+            upload.cleanup()
+            return await _replay(request, queue, job_id, idempotency_key, form.fingerprint())
     except ApiError as e:
         metrics.JOBS_REJECTED.labels(e.code).inc()
         if upload is not None:
@@ -129,10 +146,6 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
         if upload is not None:
             upload.cleanup()
         raise
-    if not created:  # an idempotent twin won the race: keep its blob, drop ours
-        upload.cleanup()
-        job = await run_in_threadpool(queue.get_job, job_id, False)
-        return accepted(request, job_id, job["status"] if job else "queued", replayed=True)
     metrics.JOBS_SUBMITTED.labels(model).inc()
     metrics.UPLOAD_BYTES.observe(form.size)
     return accepted(request, job_id, "queued")
