@@ -12,7 +12,8 @@ Data model (P = settings.key_prefix):
 - hash `P:job:{id}:frames`: frame_index -> JSON of one result frame. HSET per
   (job, frame) is idempotent, so a reclaimed job rewrites fields, never duplicates.
 - `P:idem:{owner}:{key}` -> job_id; `P:backlog_frames` counter; `P:workers` zset
-  (worker_id -> last heartbeat) + `P:worker:{id}` info hash with TTL; `P:models` hash.
+  (worker_id -> last heartbeat) + `P:worker:{id}` info hash with TTL; `P:models` hash;
+  `P:owner_secret`: the API replicas' shared HMAC secret for job owners (service/api/auth.py).
 
 State transitions that must not race (submit, start, write, finish, cancel,
 requeue) are single Lua scripts: Redis runs each one atomically.

@@ -3,6 +3,8 @@ readiness, metrics)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from service import detectors, metrics
@@ -13,6 +15,8 @@ from service.api.schemas import ErrorBody
 from service.contract import ModelInfo
 from service.queue import JobQueue
 from service.settings import Settings
+
+log = logging.getLogger("vidpose.api")
 
 
 def app_state(request: Request) -> tuple[Settings, JobQueue]:
@@ -79,8 +83,9 @@ def readyz(request: Request):
     try:
         queue.ping()
         workers = queue.live_workers()
-    except Exception as e:  # any Redis failure means not ready
-        raise ApiError(503, "redis_unavailable", f"Redis is not reachable: {e}") from None
+    except Exception as e:  # any Redis failure means not ready; its details (the address) only in the log
+        log.warning("readyz: Redis is not reachable: %s", e)
+        raise ApiError(503, "redis_unavailable", "the job store is unavailable") from None
     if not workers:
         raise ApiError(503, "no_live_workers",
                        "no worker has sent a heartbeat recently; start `vidpose worker`")
