@@ -31,9 +31,10 @@ from service.api.schemas import (
 )
 from service.api.submit import estimate
 from service.api.submit import model_info as _model_info
-from service.api.upload_schema import UPLOAD_BODY
+from service.api.upload_schema import upload_body
 from service.contract import ModelInfo
 from service.queue import ACTIVE, JobQueue
+from service.settings import Settings
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -143,12 +144,12 @@ def cancel_job(job_id: str, request: Request, owner: str = Depends(authenticate)
 
 
 # ---------------------------------------------------------------- routers
-def jobs_router(prefix: str = "") -> APIRouter:
+def jobs_router(settings: Settings, prefix: str = "") -> APIRouter:
     """The jobs API under `prefix` ("" and "/v1"). Built per prefix so each route's template
-    carries its full path (metrics labels, OpenAPI)."""
+    carries its full path (metrics labels, OpenAPI); the upload's schema states `settings`' caps."""
     r = APIRouter(prefix=prefix, tags=["jobs"])
     r.add_api_route("/estimate", estimate, methods=["POST"], status_code=202, response_model=JobAccepted,
-                    responses=_ERRORS, openapi_extra=UPLOAD_BODY,
+                    responses=_ERRORS, openapi_extra=upload_body(settings),
                     summary="Submit a clip for pose estimation")
     r.add_api_route("/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView, responses=_ERRORS,
                     summary="Job status and progress")

@@ -72,7 +72,10 @@ async def _replay(request: Request, queue: JobQueue, job_id: str, key: str, fing
 
 
 async def estimate(request: Request, owner: str = Depends(authenticate),
-                   idempotency_key: str | None = Header(None, alias="Idempotency-Key")):
+                   idempotency_key: str | None = Header(
+                       None, alias="Idempotency-Key", description="1-200 printable ASCII characters, no "
+                       "spaces: a retry with the same key and body gets the same job",
+                       json_schema_extra={"pattern": IDEMPOTENCY_KEY.pattern})):
     settings, queue = app_state(request)
     stream = request.stream()
     drain_limit = settings.max_upload_bytes + settings.max_options_bytes
