@@ -123,11 +123,11 @@ async def estimate(request: Request, owner: str = Depends(authenticate),
             video = await run_in_threadpool(probe_video, form.blob, settings.max_frames)
         except InvalidVideo as e:
             raise ApiError(422, "invalid_video", f"{form.filename}: {e}") from None
-        check_boxes_fit(parsed.boxes, video.width, video.height, video.frames)
         frames_total = min(video.frames, options.max_frames or video.frames)
         if frames_total > settings.max_frames:
             raise ApiError(422, "too_many_frames", f"the clip has {video.frames} frames; the limit per job "
                            f"is {settings.max_frames} (set options.max_frames to process only the start)")
+        check_boxes_fit(parsed.boxes, video.width, video.height, video.frames)
         backlog = await run_in_threadpool(queue.backlog_frames)
         if backlog > 0 and backlog + frames_total > settings.max_queued_frames:
             raise too_busy(settings, backlog)
