@@ -4,14 +4,16 @@ Data model (P = settings.key_prefix):
 - stream `P:jobs:{model}` per model, consumer group `workers`; entry fields {job_id}.
   Dead letters go to stream `P:dead`. Finished entries are XACKed and XDELed, so a
   stream's length is the number of jobs queued or in progress for that model.
-- hash `P:job:{id}`: status, owner, model, options (JSON), blob, entry_id, created_at,
+- hash `P:job:{id}`: status, owner, model, options (compact JSON), fingerprint (sha256 of the
+  request body, for Idempotency-Key reuse), blob, entry_id, created_at,
   started_at, finished_at, frames_total, frames_done, video (JSON), error_code,
   error_message, worker, deliveries, backlog (frames this job holds in the backlog
   counter; zeroed when it is released, which makes the release exactly-once).
 - hash `P:job:{id}:frames`: frame_index -> JSON of one result frame. HSET per
   (job, frame) is idempotent, so a reclaimed job rewrites fields, never duplicates.
 - `P:idem:{owner}:{key}` -> job_id; `P:backlog_frames` counter; `P:workers` zset
-  (worker_id -> last heartbeat) + `P:worker:{id}` info hash with TTL; `P:models` hash.
+  (worker_id -> last heartbeat) + `P:worker:{id}` info hash with TTL; `P:models` hash;
+  `P:owner_secret`: the API replicas' shared HMAC secret for job owners (service/api/auth.py).
 
 State transitions that must not race (submit, start, write, finish, cancel,
 requeue) are single Lua scripts: Redis runs each one atomically.
@@ -33,6 +35,10 @@ GROUP = "workers"
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 DEAD_MAXLEN = 10000  # dead-letter stream keeps about this many entries
+# Job hash fields but the options: what status reads fetch (get_job(with_options=False)).
+_SUMMARY_FIELDS = ("status", "owner", "model", "fingerprint", "blob", "entry_id", "created_at", "started_at",
+                   "finished_at", "frames_total", "frames_done", "video", "error_code", "error_message",
+                   "worker", "deliveries")
 
 def _s(value: Any) -> Any:
     """bytes -> str (the client may or may not decode responses)."""
@@ -95,17 +101,21 @@ class JobQueue:
         return f"{self.prefix}:models"
 
     # ================= API side =================
-    def submit(self, owner: str, model: str, blob: str, options: dict, frames_total: int, video: dict,
-               idempotency_key: str | None = None) -> tuple[str, bool]:
+    def submit(self, owner: str, model: str, blob: str, options: dict | str, frames_total: int, video: dict,
+               idempotency_key: str | None = None, fingerprint: str = "") -> tuple[str, bool]:
         """Create a queued job and enqueue it. Returns (job_id, created).
 
-        With an idempotency key, a live job already created by the same owner with the
-        same key is returned instead (created=False; the caller drops its new blob).
+        `options` is a dict or its JSON already serialised (stored as given). With an idempotency
+        key, a live job already created by the same owner with the same key is returned instead
+        (created=False; the caller compares fingerprints and drops its new blob).
         """
         job_id = new_job_id()
+        if not isinstance(options, str):
+            options = json.dumps(options, separators=(",", ":"))
         fields = {
-            "status": "queued", "owner": owner, "model": model, "options": json.dumps(options),
-            "blob": blob, "created_at": repr(time.time()), "started_at": "", "finished_at": "",
+            "status": "queued", "owner": owner, "model": model, "options": options,
+            "fingerprint": fingerprint, "blob": blob, "created_at": repr(time.time()), "started_at": "",
+            "finished_at": "",
             "frames_total": int(frames_total), "frames_done": 0, "video": json.dumps(video),
             "error_code": "", "error_message": "", "worker": "", "deliveries": 0,
         }
@@ -127,9 +137,14 @@ class JobQueue:
             return jid
         return None
 
-    def get_job(self, job_id: str) -> dict | None:
-        """The job hash with typed fields, or None when unknown/expired."""
-        raw = self.r.hgetall(self.job_key(job_id))
+    def get_job(self, job_id: str, with_options: bool = True) -> dict | None:
+        """The job hash with typed fields, or None when unknown/expired. `with_options=False` leaves
+        the options (up to max_options_bytes of JSON) in Redis: `options` is then {}."""
+        if with_options:
+            raw = self.r.hgetall(self.job_key(job_id))
+        else:
+            values = self.r.hmget(self.job_key(job_id), _SUMMARY_FIELDS)
+            raw = {k: v for k, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None}
         if not raw:
             return None
         h = {_s(k): _s(v) for k, v in raw.items()}
@@ -151,6 +166,7 @@ class JobQueue:
             "error_message": h.get("error_message") or None,
             "worker": h.get("worker", ""),
             "deliveries": int(h.get("deliveries") or 0),
+            "fingerprint": h.get("fingerprint") or None,
         }
 
     def get_frames(self, job_id: str, start: int, limit: int) -> list[dict]:

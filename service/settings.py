@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Where the default checkpoint ships inside the installed package.
@@ -74,6 +74,22 @@ class Settings(BaseSettings):
     api_keep_alive_s: int = Field(
         30, gt=0, description="Seconds the API keeps an idle HTTP connection open. Must exceed "
         "retry_after_s: a client that waits Retry-After and reuses its connection must not find it closed.")
+
+    # --- API: what one job may cost, and who owns it ---
+    max_boxes_per_frame: int = Field(64, gt=0, description="Most client boxes (options.boxes) in one frame "
+                                     "(422 options_over_limit past it).")
+    max_boxes_total: int = Field(50000, gt=0, description="Most client boxes in one job, all frames "
+                                 "together: each box is a pose crop to run (422 options_over_limit past it).")
+    max_diffusion_steps: int = Field(10, ge=0, le=100, description="Largest options.diffusion_steps a job "
+                                     "may ask for (422 options_over_limit past it; the work grows with "
+                                     "steps x hypotheses).")
+    max_hypotheses: int = Field(8, ge=1, le=32, description="Largest options.hypotheses a job may ask for "
+                                "(422 options_over_limit past it).")
+    owner_secret: SecretStr | None = Field(
+        None, description="Server-side secret of the HMAC-SHA256 that turns an API key into the owner id "
+        "stored with its jobs. Unset: the first API replica generates one and keeps it in Redis "
+        "(`<key_prefix>:owner_secret`), so every replica on that Redis agrees; set it to keep job "
+        "ownership across a Redis wipe or to share it between Redis instances.")
 
     # --- worker ---
     worker_max_batch: int = Field(16, gt=0, description="Dynamic batcher: most windows per forward pass.")

@@ -3,6 +3,8 @@ readiness, metrics)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from service import detectors, metrics
@@ -14,9 +16,18 @@ from service.contract import ModelInfo
 from service.queue import JobQueue
 from service.settings import Settings
 
+log = logging.getLogger("vidpose.api")
+
 
 def app_state(request: Request) -> tuple[Settings, JobQueue]:
     return request.app.state.settings, request.app.state.queue
+
+
+def base_path(request: Request) -> str:
+    """URL prefix the client used (root_path behind a proxy, plus /v1 when called there)."""
+    root = request.scope.get("root_path", "") or ""
+    path = request.url.path
+    return root + ("/v1" if path[len(root):].startswith("/v1/") else "")
 
 
 def list_models(request: Request, owner: str = Depends(authenticate)):
@@ -72,8 +83,9 @@ def readyz(request: Request):
     try:
         queue.ping()
         workers = queue.live_workers()
-    except Exception as e:  # any Redis failure means not ready
-        raise ApiError(503, "redis_unavailable", f"Redis is not reachable: {e}") from None
+    except Exception as e:  # any Redis failure means not ready; its details (the address) only in the log
+        log.warning("readyz: Redis is not reachable: %s", e)
+        raise ApiError(503, "redis_unavailable", "the job store is unavailable") from None
     if not workers:
         raise ApiError(503, "no_live_workers",
                        "no worker has sent a heartbeat recently; start `vidpose worker`")

@@ -10,6 +10,7 @@ per chunk), so memory use is one chunk whatever the upload size.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -58,13 +59,24 @@ class ParsedForm:
     filename: str | None = None
     size: int = 0
     fields: dict[str, str] = field(default_factory=dict)
+    video_sha256: str | None = None  # with hash_video=True
+
+    def fingerprint(self) -> str:
+        """sha256 of what the request asks for (the video's bytes and the options part): equal for a
+        retry of the same request, whatever its multipart boundary or file name."""
+        h = hashlib.sha256(b"vidpose-request-v1\0video\0")
+        h.update(bytes.fromhex(self.video_sha256 or ""))
+        h.update(b"\0options\0" + self.fields.get("options", "").strip().encode())
+        return h.hexdigest()
 
 
 class MultipartUpload:
     """Feeds a request body through the parser; the video part streams into the blob store."""
 
-    def __init__(self, content_type: str | None, store: BlobStore, max_field_bytes: int):
+    def __init__(self, content_type: str | None, store: BlobStore, max_field_bytes: int,
+                 hash_video: bool = False):
         self.boundary = check_request_type(content_type)
+        self._hasher = hashlib.sha256() if hash_video else None
         self.store = store
         self.max_field_bytes = max_field_bytes
         self.writer: BlobWriter | None = None
@@ -110,6 +122,8 @@ class MultipartUpload:
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_video:
             self.writer.write(data[start:end])  # raises UploadTooLarge past the limit
+            if self._hasher is not None:
+                self._hasher.update(data[start:end])
         else:
             self._buf += data[start:end]
             if len(self._buf) > self.max_field_bytes:
@@ -120,6 +134,8 @@ class MultipartUpload:
         if self._in_video:
             self.form.size = self.writer.size
             self.form.blob = self.writer.commit()
+            if self._hasher is not None:
+                self.form.video_sha256 = self._hasher.hexdigest()
             self._in_video = False
         else:
             try:

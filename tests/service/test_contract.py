@@ -172,8 +172,11 @@ def test_every_contract_field_is_documented_in_openapi():
     spec = create_app(Settings(redis_url="redis://127.0.0.1:1")).openapi()
     schemas = spec["components"]["schemas"]
     form = spec["paths"]["/estimate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    options = form["properties"]["options"]["contentSchema"]
-    boxes = options["properties"]["boxes"]["anyOf"][0]["additionalProperties"]["items"]
+    options = form["properties"]["options"]  # a JSON object part (encoding application/json)
+    assert spec["paths"]["/estimate"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"][
+        "options"]["contentType"] == "application/json"
+    frame = options["properties"]["boxes"]["anyOf"][0]["additionalProperties"]["anyOf"][0]
+    boxes = frame["items"]["anyOf"][1]  # the {bbox, track_id, score} form of a box
     undocumented = [f"{name}.{field}"
                     for name, schema in [*((n, schemas[n]) for n in ("ResultPage", "ResultFrame", "Instance",
                                                                      "ModelRef", "VideoInfo")),
