@@ -96,3 +96,28 @@ def test_janitor_deletes_files_of_expired_jobs_and_old_orphans(api_factory, simu
     assert (swept.uploads, swept.overlays, swept.index_entries) == (1, 1, 1)
     assert not blob.exists() and not overlay.exists() and fresh_orphan.exists()
     assert interval(api.settings) == 6.0
+
+
+def test_models_carry_their_card(api_factory, tmp_path):
+    """GET /models: a card per model, from <name>.card.json or else from the checkpoint's metadata."""
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[3] / "service" / "models"
+    api = api_factory(models_dir=shipped, default_model="vidpose-movenet-thunder",
+                      models=["vidpose-movenet-thunder"])
+    with api.client() as c:
+        models = {m["name"]: m for m in c.get("/models").json()["models"]}
+    card = models["vidpose-movenet-thunder"]["card"]
+    assert "MoveNet" in card["summary"] and "COCO" in card["trained_on"]
+    assert (card["accuracy"][0]["metric"], card["accuracy"][0]["value"]) == ("PoseTrack mAP", 55.5)
+    assert card["doc"] == "docs/model-card.md"
+
+    own = tmp_path / "own-models"
+    own.mkdir()
+    shutil.copy(shipped / "vidpose-tiny-cpu.safetensors", own / "mine.safetensors")  # no card file
+    api = api_factory(models_dir=own, default_model="mine", models=["mine"])
+    with api.client() as c:
+        [entry] = c.get("/models").json()["models"]
+    assert "synthetic" in entry["card"]["summary"] and entry["card"]["trained_on"] == "synth:runs/synth-v1"
+    assert {a["metric"] for a in entry["card"]["accuracy"]} >= {"pck", "pck_occluded"}
