@@ -1,5 +1,7 @@
 // vidpose web page: upload a clip to the JSON API (v1/ relative to this page), follow the job, show the
-// overlay video and a summary, and offer the result as JSON or PoseTrack. Plain JS, no dependencies.
+// overlay video and a summary, and offer the result as JSON or PoseTrack. The job id is kept in the URL
+// (?job=ID: reload-safe, shareable); the job list is jobs.js, the per-person view people.js.
+// Plain JS, no dependencies.
 "use strict";
 
 (() => {
@@ -14,7 +16,8 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     form: $("submit-form"), input: $("video-input"), drop: $("drop-zone"), fileName: $("file-name"),
-    model: $("model-select"), modelInfo: $("model-info"), detector: $("detector-select"),
+    model: $("model-select"), modelInfo: $("model-info"), modelCard: $("model-card"),
+    detector: $("detector-select"), detectorInfo: $("detector-info"), jobStage: $("job-stage"),
     maxFrames: $("max-frames"), apiKey: $("api-key"), submit: $("submit-btn"), cancel: $("cancel-btn"),
     errorBox: $("error-box"), errorTitle: $("error-title"), errorMessage: $("error-message"),
     progressCard: $("progress-card"), uploadBar: $("upload-progress"), uploadText: $("upload-text"),
@@ -30,6 +33,8 @@
   let run = 0;
   let xhr = null;
   let jobId = null;
+  let jobFileName = null;  // the clip's name when this page submitted the job (download names)
+  let models = null;       // the last GET /models answer (model cards)
   let result = null;
   let overlayBlobUrl = null;
 
@@ -105,6 +110,7 @@
 
   // ------------------------------------------------------------------ clip choice
   function setFile(f) {
+    if (f && f !== file) clearError();  // a new clip: the last one's error no longer applies
     file = f || null;
     el.fileName.textContent = file ? `${file.name} (${formatBytes(file.size)})` : "";
     el.drop.classList.toggle("has-file", !!file);
@@ -138,6 +144,7 @@
     if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
     loadModels();
     loadDetectors();
+    VidposeJobs.load(0);
   });
 
   async function loadModels() {
@@ -145,6 +152,7 @@
     el.modelInfo.textContent = "loading models…";
     try {
       const list = await (await api("models")).json();
+      models = list;
       el.model.replaceChildren();
       const byDefault = document.createElement("option");
       byDefault.value = "";
@@ -162,10 +170,42 @@
       el.modelInfo.textContent = `${list.models.length} model(s), ${loaded} served now`;
       delete el.modelInfo.dataset.error;
     } catch (err) {
+      models = null;
       el.modelInfo.textContent = `models unavailable: ${err.message}`;
       el.modelInfo.dataset.error = err.code;
     }
+    showModelCard();
   }
+
+  // The chosen model's card in short (GET /models `card`): what it is, what it was trained on, and
+  // what it measured.
+  function showModelCard() {
+    const name = el.model.value || (models && models.default_model);
+    const entry = models && models.models.find((m) => m.name === name);
+    el.modelCard.replaceChildren();
+    el.modelCard.hidden = !entry;
+    if (!entry) return;
+    el.modelCard.dataset.model = entry.name;
+    const card = entry.card || {};
+    const line = (label, text) => {
+      const p = document.createElement("p");
+      const b = document.createElement("b");
+      b.textContent = label + ": ";
+      p.append(b, text);
+      el.modelCard.append(p);
+    };
+    const cfg = entry.config || {};
+    const size = cfg.input_size ? `, ${cfg.input_size.join("×")} crops` : "";
+    line(entry.name, card.summary || `${cfg.backbone || "vit"} backbone${size}`
+      + `${cfg.temporal ? ", temporal" : ", single-frame"}` + " (no model card)");
+    if (card.trained_on) line("Trained on", card.trained_on);
+    if (card.accuracy && card.accuracy.length) {
+      line("Measured", card.accuracy.map((a) => `${a.value} ${a.metric} (${a.data})`).join("; "));
+    }
+    if (card.doc) line("Details", card.doc);
+  }
+
+  el.model.addEventListener("change", showModelCard);
 
   // The detector picker comes from GET /detectors (the server's registry); the static options in
   // index.html stay when the server cannot be asked.
@@ -178,15 +218,16 @@
       byDefault.value = "default";
       byDefault.textContent = `server default (${list.default_detector})`;
       el.detector.append(byDefault);
-      for (const d of list.detectors) {
+      // Only what the live workers can run (with no live worker: what this server's settings allow).
+      for (const d of list.detectors.filter((x) => x.available)) {
         const opt = document.createElement("option");
         opt.value = d.name;
         opt.textContent = `${d.name} (${d.summary})`;
-        opt.disabled = !d.available;
-        if (!d.available) opt.textContent += " — not available on the workers";
         el.detector.append(opt);
       }
-      const ok = [...el.detector.options].some((o) => o.value === previous && !o.disabled);
+      const missing = list.detectors.filter((x) => !x.available).map((x) => x.name);
+      el.detectorInfo.textContent = missing.length ? `not on the live workers: ${missing.join(", ")}` : "";
+      const ok = [...el.detector.options].some((o) => o.value === previous);
       el.detector.value = ok ? previous : "default";
     } catch (_) { /* keep the static list */ }
   }
@@ -223,6 +264,44 @@
     el.overlayStatus.classList.remove("error-text");
     if (overlayBlobUrl) URL.revokeObjectURL(overlayBlobUrl);
     overlayBlobUrl = null;
+    VidposePeople.reset();
+  }
+
+  // ?job=ID in the address bar: a reload reopens the job, and the link can be shared (with the key).
+  function setUrlJob(id) {
+    const url = new URL(location.href);
+    if (id) url.searchParams.set("job", id); else url.searchParams.delete("job");
+    history.replaceState(null, "", url);
+  }
+
+  function beginRun(id) {
+    const myRun = ++run;
+    jobId = id;
+    resetResult();
+    el.progressCard.hidden = false;
+    el.uploadBar.value = 0;
+    el.uploadText.textContent = "";
+    el.jobBar.value = 0;
+    el.jobText.textContent = "";
+    el.jobStage.textContent = "";
+    el.jobId.textContent = id ? `job ${id}` : "";
+    if (id) el.jobId.dataset.jobId = id; else delete el.jobId.dataset.jobId;
+    VidposeJobs.mark(id);
+    return myRun;
+  }
+
+  // Follow a job this page did not just submit (from the URL or the job list).
+  function openJob(id) {
+    if (xhr) return;  // an upload is in progress: finish or cancel it first
+    clearError();
+    jobFileName = null;
+    const myRun = beginRun(id);
+    setUrlJob(id);
+    el.uploadBar.value = 1;
+    el.uploadText.textContent = "(submitted earlier)";
+    el.jobStatus.textContent = "loading";
+    setState("queued");
+    poll(myRun, id, Date.now(), 0);
   }
 
   function startJob() {
@@ -238,16 +317,8 @@
       showError(err);
       return;
     }
-    const myRun = ++run;
-    jobId = null;
-    resetResult();
-    el.progressCard.hidden = false;
-    el.uploadBar.value = 0;
-    el.uploadText.textContent = "";
-    el.jobBar.value = 0;
-    el.jobText.textContent = "";
-    el.jobId.textContent = "";
-    delete el.jobId.dataset.jobId;
+    const myRun = beginRun(null);
+    jobFileName = file.name;
     el.jobStatus.textContent = "uploading";
     setState("uploading");
 
@@ -282,6 +353,9 @@
       el.uploadBar.value = 1;
       el.jobId.textContent = `job ${jobId}`;
       el.jobId.dataset.jobId = jobId;
+      setUrlJob(jobId);
+      VidposeJobs.mark(jobId);
+      VidposeJobs.load(0);
       el.jobStatus.textContent = accepted.status;
       setState(accepted.status === "running" ? "running" : "queued");
       poll(myRun, jobId, Date.now(), 0);
@@ -307,10 +381,18 @@
   }
 
   // ------------------------------------------------------------------ job progress
+  // Frames count once they went through the whole pipeline: decoded, people detected and tracked
+  // (a batch of frames per detector call), poses estimated and stored. Before the first batch is
+  // stored the bar is indeterminate, so a running job never looks stuck at 0.
   function showJob(job) {
     el.jobStatus.textContent = job.status;
-    el.jobBar.value = job.progress;
+    const starting = job.status === "running" && job.frames_done === 0;
+    if (starting) el.jobBar.removeAttribute("value"); else el.jobBar.value = job.progress;
     el.jobText.textContent = `${job.frames_done} / ${job.frames_total} frames`;
+    el.jobStage.textContent = {
+      queued: "— waiting for a worker",
+      running: starting ? "— decoding and detecting people…" : "— detecting, tracking and estimating poses",
+    }[job.status] || "";
   }
 
   async function poll(myRun, id, since, failures) {
@@ -335,6 +417,7 @@
       setTimeout(() => poll(myRun, id, since, 0), wait);
       return;
     }
+    VidposeJobs.reload();
     if (job.status === "succeeded") {
       await showResult(myRun, id);
     } else {
@@ -357,6 +440,7 @@
       run++;  // stop polling this job
       showJob(job);
       setState(job.status);
+      VidposeJobs.reload();
     } catch (err) {
       if (myRun !== run) return;
       showError(err, "Cancel failed");  // e.g. 409: it finished meanwhile; polling goes on
@@ -427,6 +511,7 @@
       if (myRun !== run) return;
       result = doc;
       summarize(doc);
+      VidposePeople.show(doc);
       el.downloadJson.disabled = false;
       el.downloadPosetrack.disabled = false;
       setState("succeeded");
@@ -489,7 +574,7 @@
   }
 
   function baseName() {
-    const stem = file ? file.name.replace(/\.[^.]*$/, "") : "clip";
+    const stem = jobFileName ? jobFileName.replace(/\.[^.]*$/, "") : "job";
     return `${stem}.${jobId}`;
   }
 
@@ -510,8 +595,13 @@
     }
   });
 
+  VidposePeople.init();
+  VidposeJobs.init({ api, open: openJob });
   setState("idle");
   setFile(el.input.files[0]);  // a browser may keep the choice across reloads
   loadModels();
   loadDetectors();
+  VidposeJobs.load(0);
+  const fromUrl = new URL(location.href).searchParams.get("job");
+  if (fromUrl) openJob(fromUrl);
 })();
