@@ -6,9 +6,8 @@ file), counting bytes as they arrive and aborting past `max_upload_bytes`.
 Jobs store the blob's absolute path; `resolve()` maps a stored path (or a bare
 file name) back into the directory and refuses anything outside it.
 
-Blobs are NOT deleted when a job's Redis record expires (job_ttl_s): Redis TTLs
-cannot run a callback, so clean the directory out of band, e.g. a daily
-`find $VIDPOSE_BLOB_DIR -type f -mmin +1440 -delete`. `delete()` removes one blob.
+Redis TTLs cannot run a callback, so a job's blob outlives its Redis record (job_ttl_s) until the
+API's janitor (service/api/janitor.py) deletes it. `delete()` removes one blob.
 """
 
 from __future__ import annotations

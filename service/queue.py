@@ -11,6 +11,8 @@ Data model (P = settings.key_prefix):
   counter; zeroed when it is released, which makes the release exactly-once).
 - hash `P:job:{id}:frames`: frame_index -> JSON of one result frame. HSET per
   (job, frame) is idempotent, so a reclaimed job rewrites fields, never duplicates.
+- zset `P:owner:{owner}:jobs`: job_id -> created_at, the owner's jobs for GET /jobs (members of
+  expired jobs are dropped when read and by the API's janitor).
 - `P:idem:{owner}:{key}` -> job_id; `P:backlog_frames` counter; `P:workers` zset
   (worker_id -> last heartbeat) + `P:worker:{id}` info hash with TTL; `P:models` hash;
   `P:owner_secret`: the API replicas' shared HMAC secret for job owners (service/api/auth.py).
@@ -78,6 +80,9 @@ class JobQueue:
     def frames_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:frames"
 
+    def owner_jobs_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner or '-'}:jobs"
+
     def idem_key(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idem:{owner}:{key}"
 
@@ -128,7 +133,45 @@ class JobQueue:
             args=["1" if idempotency_key else "0", job_id, self.settings.idempotency_ttl_s,
                   int(frames_total), self.prefix, *flat],
         )
+        if int(created):
+            self.index_job(owner, _s(jid), float(fields["created_at"]))
         return _s(jid), bool(int(created))
+
+    def index_job(self, owner: str, job_id: str, created_at: float) -> None:
+        """List the job under its owner (GET /jobs). The index outlives its jobs by a week at most."""
+        key = self.owner_jobs_key(owner)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(key, {job_id: created_at})
+        pipe.expire(key, int(self.settings.job_ttl_s) + 7 * 86400)
+        pipe.execute()
+
+    def list_jobs(self, owner: str, offset: int, limit: int) -> tuple[list[dict], int]:
+        """(the owner's jobs, newest first, from `offset`, at most `limit`; how many the owner has).
+        Members whose job hash expired are removed as they are met."""
+        key = self.owner_jobs_key(owner)
+        jobs: list[dict] = []
+        pos = max(0, offset)
+        while len(jobs) < limit:
+            ids = [_s(x) for x in self.r.zrevrange(key, pos, pos + limit - len(jobs) - 1)]
+            if not ids:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            for jid in ids:  # without the options: a list never reads megabytes of boxes
+                pipe.hmget(self.job_key(jid), _SUMMARY_FIELDS)
+            gone = []
+            for jid, values in zip(ids, pipe.execute(), strict=True):
+                raw = {k: v for k, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None}
+                job = self._job_from_hash(jid, raw)
+                if job is None:
+                    gone.append(jid)
+                elif job["owner"] == owner:
+                    jobs.append(job)
+                    pos += 1
+                else:  # cannot happen through submit(); never show another owner's job
+                    pos += 1
+            if gone:
+                self.r.zrem(key, *gone)
+        return jobs, int(self.r.zcard(key))
 
     def find_idempotent(self, owner: str, key: str) -> str | None:
         """The live job id stored under (owner, key), if any."""
@@ -145,6 +188,10 @@ class JobQueue:
         else:
             values = self.r.hmget(self.job_key(job_id), _SUMMARY_FIELDS)
             raw = {k: v for k, v in zip(_SUMMARY_FIELDS, values, strict=True) if v is not None}
+        return self._job_from_hash(job_id, raw)
+
+    @staticmethod
+    def _job_from_hash(job_id: str, raw: dict) -> dict | None:
         if not raw:
             return None
         h = {_s(k): _s(v) for k, v in raw.items()}

@@ -142,17 +142,42 @@ class Stack:
                 return f"the {name} exited with status {p.returncode}"
         return None
 
+    def _quietly_ready(self, queue) -> bool:
+        """What /readyz checks (a live worker in Redis), plus the API's port open, asked without an HTTP
+        request: every request is an access-log line, and a dozen `GET /readyz 503` should not open the
+        serve log. Only when this holds does wait_ready ask /readyz itself."""
+        try:
+            if not queue.live_workers():
+                return False
+        except Exception:  # Redis not up yet
+            return False
+        try:
+            with socket.create_connection((self.display_host, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
     def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> None:
+        import redis
+
+        from service.queue import JobQueue
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        prefix = self.env().get("VIDPOSE_KEY_PREFIX", self.settings.key_prefix)  # extra_env may set it
+        queue = JobQueue(client, self.settings.model_copy(update={"key_prefix": prefix}))
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if stop is not None and stop.is_set():
-                raise KeyboardInterrupt
-            dead = self.dead_child()
-            if dead:
-                raise RuntimeError(dead)
-            if _get(self.url + "/readyz") == 200:
-                return
-            time.sleep(0.5)
+        try:
+            while time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                dead = self.dead_child()
+                if dead:
+                    raise RuntimeError(dead)
+                if self._quietly_ready(queue) and _get(self.url + "/readyz") == 200:
+                    return
+                time.sleep(0.5)
+        finally:
+            client.close()
         raise RuntimeError(f"not ready after {timeout:.0f}s ({self.url}/readyz)")
 
     def stop(self) -> None:

@@ -2,11 +2,12 @@
 
     ./run serve &                                    # the default model and detector
     .venv/bin/python tools/webpage_screenshot.py http://127.0.0.1:8000 ../shared/data/videos/street_walk.mp4 \
-        docs/img/webpage.png [--seek 0.4]
+        docs/img/webpage.png [--seek 0.4] [--track ID]
 
 Drives Debian's Chromium (VIDPOSE_CHROMIUM or /usr/bin/chromium) with Playwright, as the browser test
-does: choose the clip, upload, wait for the job and the overlay video, seek the overlay to --seek
-seconds, and take a full-page screenshot.
+does: choose the clip, upload, wait for the job and the overlay video, pick a person in the per-person
+view (--track; default: the page's choice, the longest track), seek the overlay to --seek seconds, and
+take a full-page screenshot.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> int:
     ap.add_argument("clip", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--seek", type=float, default=0.4, help="overlay time shown, seconds")
+    ap.add_argument("--track", default=None, help="track id to highlight (default: the longest track)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -46,6 +48,8 @@ def main() -> int:
             print(f"job ended {state}: {page.inner_text('#error-box')}", file=sys.stderr)
             return 1
         page.wait_for_function("() => document.getElementById('overlay-video').dataset.state === 'ready'")
+        if args.track is not None:
+            page.select_option("#track-select", args.track)
         page.evaluate("t => { document.getElementById('overlay-video').currentTime = t; }", args.seek)
         page.wait_for_function("() => { const v = document.getElementById('overlay-video'); "
                                "return !v.seeking && v.readyState >= 2; }")

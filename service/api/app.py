@@ -8,6 +8,8 @@ from service import __version__
 from service.api.docs_page import install_docs
 from service.api.errors import install_error_handlers
 from service.api.info_routes import ops_router
+from service.api.janitor import janitor_lifespan
+from service.api.job_list import job_list_router
 from service.api.middleware import HttpMetricsMiddleware
 from service.api.overlay import overlay_router
 from service.api.routes import jobs_router
@@ -37,7 +39,7 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3,
                                             health_check_interval=30)
     app = FastAPI(title="vidpose", version=__version__, description=DESCRIPTION,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=janitor_lifespan)
     app.state.settings = settings
     app.state.redis = redis_client
     app.state.queue = JobQueue(redis_client, settings)
@@ -45,6 +47,8 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs_router(settings))
     app.include_router(jobs_router(settings, "/v1"))
+    app.include_router(job_list_router())
+    app.include_router(job_list_router("/v1"))
     app.include_router(overlay_router())
     app.include_router(overlay_router("/v1"))
     app.include_router(ops_router())

@@ -113,3 +113,35 @@ def worker_models(worker: dict) -> list[str]:
         elif isinstance(value, list):
             names += [str(v) for v in value]
     return names
+
+
+def model_card(models_dir: str | Path, name: str) -> dict | None:
+    """The short model card GET /models shows next to the model picker: {summary, trained_on, accuracy
+    [{data, metric, value}], doc}. From `<name>.card.json` beside the checkpoint when there is one (the
+    shipped models have one, summarising docs/model-card.md and docs/results.md), else from the
+    checkpoint's metadata (`info.description`, `info.train_data`, `info.metrics`, as `vidpose export`
+    writes them); None when neither says anything."""
+    root = Path(models_dir)
+    sidecar = root / f"{name}.card.json"
+    if sidecar.is_file():
+        try:
+            card = json.loads(sidecar.read_text())
+            if isinstance(card, dict):
+                return card
+        except (OSError, ValueError):
+            pass
+    path = root / f"{name}.safetensors"
+    info = checkpoint_info(path).get("info") if path.is_file() else None
+    if not isinstance(info, dict):
+        return None
+    card: dict = {}
+    if info.get("description"):
+        card["summary"] = str(info["description"])
+    if info.get("train_data"):
+        data = info["train_data"]
+        card["trained_on"] = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
+    metrics = info.get("metrics")
+    if isinstance(metrics, dict):
+        card["accuracy"] = [{"data": "its validation split", "metric": k, "value": v}
+                            for k, v in metrics.items() if isinstance(v, int | float)]
+    return card or None

@@ -55,7 +55,8 @@ def list_models(request: Request, owner: str = Depends(authenticate)):
         workers = served.get(name, [])
         devices = sorted({str(w.get("device")) for w in workers if w.get("device")})
         models.append({**entries[name], "default": name == settings.default_model, "loaded": bool(workers),
-                       "workers": len(workers), "devices": devices})
+                       "workers": len(workers), "devices": devices,
+                       "card": catalog.model_card(settings.models_dir, name)})
     return {"default_model": settings.default_model, "models": models}
 
 

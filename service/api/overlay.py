@@ -4,7 +4,7 @@ The first request renders `blob_dir/overlays/<job_id>.mp4` (temp file + atomic r
 reader ever sees half a file); later requests, and concurrent ones that waited for that render,
 are served the file (FileResponse: HTTP Range works, so browsers can seek). Rendering runs in a
 worker thread, never on the event loop, and at most settings.overlay_max_renders run at once.
-Overlays, like blobs, outlive their job's Redis record: clean blob_dir out of band (see blobs.py).
+Overlays, like blobs, outlive their job's Redis record until the API's janitor deletes them (janitor.py).
 A job that expired answers 404 before its cached overlay is ever looked at.
 """
 

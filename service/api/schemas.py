@@ -60,6 +60,8 @@ class ModelEntry(BaseModel):
     window: int | None = Field(None, description="Temporal window T (the only `options.window` it accepts).")
     keypoint_names: list[str] = Field([], description="Its keypoint slots, in output order (empty: COCO-17).")
     error: str | None = None
+    card: dict | None = Field(None, description="Its model card in short: summary, trained_on, accuracy "
+                              "[{data, metric, value}], doc (docs/model-card.md for the default).")
 
 
 class ModelList(BaseModel):

@@ -45,9 +45,16 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 
+def favicon() -> FileResponse:
+    """The page links static/favicon.svg; this answers browsers and tools that ask /favicon.ico anyway."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 def install_webpage(app: FastAPI) -> None:
-    """`GET /` (the page) and its assets under `/static/`."""
+    """`GET /` (the page), its assets under `/static/`, and `/favicon.ico`."""
     if not (STATIC_DIR / "index.html").is_file():
         raise RuntimeError(f"web page assets missing: {STATIC_DIR / 'index.html'} (broken install?)")
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", _StaticFiles(directory=STATIC_DIR), name="static")

@@ -80,6 +80,7 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
             except queue.Empty:
                 pass
         text = "".join(banner)
+        assert not [line for line in banner if "/readyz" in line and " 503" in line], text  # a quiet start
         url = re.search(r"API:\s+(http://\S+)", text).group(1)
         curl = next(line.strip() for line in banner if "video=@clip.mp4" in line)
         kids = descendants(proc.pid)

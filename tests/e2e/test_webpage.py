@@ -64,8 +64,14 @@ def browser():
         b.close()
 
 
+TEST_CARD = {"summary": "tiny random weights for the tests", "trained_on": "nothing (random init)",
+             "accuracy": [{"data": "no data", "metric": "PoseTrack mAP", "value": 0.0}], "doc": "tests/e2e"}
+
+
 @pytest.fixture(scope="module")
-def stack(make_stack):
+def stack(make_stack, e2e_model):
+    # The model card GET /models shows next to the picker (read per request from beside the checkpoint).
+    (e2e_model.parent / f"{e2e_model.stem}.card.json").write_text(json.dumps(TEST_CARD))
     # Pages of 2 frames: the page's downloads must follow the paging (5 frames -> 3 pages).
     return make_stack(workers=1, VIDPOSE_WORKER_HEARTBEAT_S=0.5, VIDPOSE_RESULT_PAGE_LIMIT=2)
 
@@ -207,6 +213,17 @@ def test_upload_progress_overlay_summary_downloads(context, stack, shared_data, 
     assert response.status == 200 and "default-src 'self'" in response.headers["content-security-policy"]
     page.wait_for_function("() => document.getElementById('model-select').options.length > 1")
     assert "test-model" in page.inner_text("#model-select")
+    card = page.inner_text("#model-card")  # the default model's card, next to the picker
+    assert TEST_CARD["summary"] in card and "Trained on: nothing (random init)" in card
+    assert "0 PoseTrack mAP (no data)" in card
+    page.wait_for_function("() => document.getElementById('detector-select').options.length > 1")
+    detectors = page.eval_on_selector_all("#detector-select option", "os => os.map(o => o.value)")
+    assert "full-frame" in detectors and "onnx" not in detectors  # only what the live worker can run
+    assert "onnx" in page.inner_text("#detector-info")
+    icon = page.get_attribute("link[rel=icon]", "href")
+    for path in ("/" + icon, "/favicon.ico"):
+        r = httpx.get(stack.url + path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
 
     job_id = run_job(page, clip)
     api_job = stack.job(job_id)
@@ -240,7 +257,67 @@ def test_upload_progress_overlay_summary_downloads(context, stack, shared_data, 
     shot = tmp_path / "webpage.png"
     page.screenshot(path=str(shot), full_page=True)
     check_screenshot(shot)
+    if os.environ.get("VIDPOSE_TEST_SHOTS"):  # to look at them
+        shutil.copy(shot, Path(os.environ["VIDPOSE_TEST_SHOTS"]) / "webpage-test.png")
+
+    # The job id is in the URL and in the job list; a reload shows the same job and result again.
+    assert page.url == f"{stack.url}/?job={job_id}"
+    page.wait_for_selector(f"#jobs-table tr.selected[data-job-id='{job_id}']")
+    page.reload()
+    assert wait_state(page, "succeeded", "failed", "error") == "succeeded"
+    assert page.get_attribute("#job-id", "data-job-id") == job_id
+    assert page.get_attribute("#sum-tracks", "data-count") == str(len(tracks))
+    check_overlay(overlay_frame(page), clip, result)
+    check_person_view(page, result, tmp_path)
     watch.check()
+
+
+def check_person_view(page, result: dict, tmp_path: Path) -> None:
+    """The longest track is picked; its confidence plot is drawn; the video highlights its box."""
+    frames = {f["frame_index"]: {i["track_id"]: i for i in f["instances"]} for f in result["frames"]}
+    sizes: dict[int, int] = {}
+    for people in frames.values():
+        for tid in people:
+            sizes[tid] = sizes.get(tid, 0) + 1
+    longest = min(sizes, key=lambda t: (-sizes[t], t))
+    assert page.is_visible("#person-view")
+    options = page.eval_on_selector_all("#track-select option", "os => os.map(o => o.value)")
+    assert options == [""] + [str(t) for t in sorted(sizes)]
+    assert page.input_value("#track-select") == str(longest)
+    assert page.get_attribute("#track-plot", "data-track") == str(longest)
+    assert f"({sizes[longest]} of {result['video']['frames']})" in page.inner_text("#track-summary")
+    # Each cell is the joint's confidence: blue at that alpha over white (red channel 255 - 218 * score).
+    plotted = [f for f in sorted(frames) if longest in frames[f]]
+    n, joints = result["video"]["frames"], len(result["keypoint_names"])
+    for f in plotted[:3]:
+        scores = [k[2] for k in frames[f][longest]["keypoints"]]
+        j = max(range(joints), key=lambda i: scores[i])
+        red = page.evaluate("""([f, j, n, rows]) => { const c = document.getElementById('track-plot');
+            const x = 112 + (f + 0.25) * (c.width - 112) / n, y = (j + 0.5) * (c.height - 18) / rows;
+            return c.getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data[0]; }""",
+                            [f, j, n, joints])
+        assert abs(red - (255 - 218 * scores[j])) <= 3, (f, j, red, scores[j])
+
+    fps = result["video"]["fps"]
+    frame = max(f for f, people in frames.items() if longest in people)
+    page.evaluate("t => { document.getElementById('overlay-video').currentTime = t; }", (frame + 0.5) / fps)
+    page.wait_for_function("f => document.getElementById('highlight-canvas').dataset.frame === String(f)",
+                           arg=frame)
+    box = [float(v) for v in page.get_attribute("#highlight-canvas", "data-box").split(",")]
+    width = page.evaluate("() => document.getElementById('overlay-video').clientWidth")
+    scale = width / result["video"]["width"]
+    x, y, w, h = frames[frame][longest]["bbox"]
+    assert box == pytest.approx([x * scale, y * scale, w * scale, h * scale], abs=1.5)
+    inside, outside = page.evaluate("""([bx, by, bw, bh]) => {
+        const c = document.getElementById('highlight-canvas').getContext('2d');
+        const a = (x, y) => c.getImageData(Math.round(x), Math.round(y), 1, 1).data[3];
+        return [a(bx + bw / 2, by + bh / 2), a(2, 2)]; }""", box)
+    assert inside == 0 and outside > 100  # the person shows through, the rest is dimmed
+    page.screenshot(path=str(tmp_path / "person-view.png"), full_page=True)
+    if os.environ.get("VIDPOSE_TEST_SHOTS"):
+        shutil.copy(tmp_path / "person-view.png", Path(os.environ["VIDPOSE_TEST_SHOTS"]) / "person-view.png")
+    page.select_option("#track-select", "")  # everyone: no highlight
+    assert page.get_attribute("#highlight-canvas", "data-track") == ""
 
 
 def check_screenshot(path: Path) -> None:
@@ -279,6 +356,15 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     frames += keyed.get(f"/v1/jobs/{job_id}/result", params={"start_frame": 2}).json()["frames"]
     assert [[i["track_id"] for i in f["instances"]] for f in frames] == [[0]] * 3  # full-frame: one box
 
+    # The job list holds this key's jobs only (the first test's job, submitted without a key, is not there).
+    listed = keyed.get("/v1/jobs").json()["jobs"]
+    assert job_id in [j["job_id"] for j in listed]
+    page.wait_for_selector(f"#jobs-table tr[data-job-id='{job_id}']")
+    rows = page.eval_on_selector_all("#jobs-table tbody tr", "rs => rs.map(r => r.dataset.jobId)")
+    assert rows == [j["job_id"] for j in listed]
+    keyless = [j["job_id"] for j in httpx.get(f"{stack.url}/v1/jobs").json()["jobs"]]
+    assert not set(keyless) & set(rows)
+
     info = overlay_frame(page)
     assert info["src"].startswith("blob:")  # fetched with the Authorization header
     assert (info["width"], info["height"]) == (960, 540)
@@ -294,8 +380,17 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     assert [a["id"] for a in doc["annotations"]] == [0, 1, 2]  # unique across the merged pages
     expected = to_posetrack({"frames": frames, "keypoint_names": first_page["keypoint_names"]})
     assert [a["keypoints"] for a in doc["annotations"]] == [a["keypoints"] for a in expected["annotations"]]
+    # Opening the job from the list (on a fresh page) shows it again, with its id in the URL.
+    other = context.new_page()
+    other_watch = PageWatch(other, keyed_api)
+    other.goto(keyed_api + "/")
+    other.click(f"#jobs-table tr[data-job-id='{job_id}']")
+    assert wait_state(other, "succeeded", "failed", "error") == "succeeded"
+    assert other.url.endswith(f"/?job={job_id}") and other.get_attribute("#sum-tracks", "data-count") == "1"
+    assert other.get_attribute("#track-plot", "data-track") == "0"
     keyed.close()
     watch.check()
+    other_watch.check()
 
 
 def test_api_errors_are_shown(context, stack, tmp_path):
@@ -304,7 +399,7 @@ def test_api_errors_are_shown(context, stack, tmp_path):
     page.goto(stack.url + "/")
     cases = [(tmp_path / "notes.mp4", b"this is text, not a video\n" * 40),  # decoded by the API: 422
              (tmp_path / "notes.txt", b"plain text\n")]                      # refused by extension: 415
-    for path, body in cases:
+    for n, (path, body) in enumerate(cases):
         path.write_bytes(body)
         with open(path, "rb") as f:  # what the API itself answers for the same upload
             r = httpx.post(stack.url + "/v1/estimate", files={"video": (path.name, f, "video/mp4")},
@@ -313,6 +408,7 @@ def test_api_errors_are_shown(context, stack, tmp_path):
         error = r.json()["error"]
         drop_file(page, path)
         assert page.inner_text("#file-name").startswith(path.name)
+        assert page.is_hidden("#error-box"), f"case {n}: a new file clears the last error"
         page.click("#submit-btn")
         assert wait_state(page, "succeeded", "error") == "error"
         assert page.is_visible("#error-box")

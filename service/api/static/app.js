@@ -1,5 +1,8 @@
 // vidpose web page: upload a clip to the JSON API (v1/ relative to this page), follow the job, show the
-// overlay video and a summary, and offer the result as JSON or PoseTrack. Plain JS, no dependencies.
+// overlay video and a summary, and offer the result as JSON or PoseTrack. The job id is kept in the URL
+// (?job=ID: reload-safe, shareable); the model and detector pickers are catalog.js, the job list
+// jobs.js, the per-person view people.js.
+// Plain JS, no dependencies.
 "use strict";
 
 (() => {
@@ -14,14 +17,12 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     form: $("submit-form"), input: $("video-input"), drop: $("drop-zone"), fileName: $("file-name"),
-    model: $("model-select"), modelInfo: $("model-info"), detector: $("detector-select"),
+    model: $("model-select"), detector: $("detector-select"), jobStage: $("job-stage"),
     maxFrames: $("max-frames"), apiKey: $("api-key"), submit: $("submit-btn"), cancel: $("cancel-btn"),
     errorBox: $("error-box"), errorTitle: $("error-title"), errorMessage: $("error-message"),
     progressCard: $("progress-card"), uploadBar: $("upload-progress"), uploadText: $("upload-text"),
     jobBar: $("job-progress"), jobText: $("job-text"), jobStatus: $("job-status"), jobId: $("job-id"),
     resultCard: $("result-card"), video: $("overlay-video"), overlayStatus: $("overlay-status"),
-    sumFrames: $("sum-frames"), sumVideo: $("sum-video"), sumTracks: $("sum-tracks"),
-    sumPerFrame: $("sum-per-frame"), sumModel: $("sum-model"),
     downloadJson: $("download-json"), downloadPosetrack: $("download-posetrack"),
   };
 
@@ -30,6 +31,7 @@
   let run = 0;
   let xhr = null;
   let jobId = null;
+  let jobFileName = null;  // the clip's name when this page submitted the job (download names)
   let result = null;
   let overlayBlobUrl = null;
 
@@ -105,6 +107,7 @@
 
   // ------------------------------------------------------------------ clip choice
   function setFile(f) {
+    if (f && f !== file) clearError();  // a new clip: the last one's error no longer applies
     file = f || null;
     el.fileName.textContent = file ? `${file.name} (${formatBytes(file.size)})` : "";
     el.drop.classList.toggle("has-file", !!file);
@@ -131,65 +134,16 @@
     }
   });
 
-  // ------------------------------------------------------------------ API key and models
+  // ------------------------------------------------------------------ API key
   el.apiKey.value = localStorage.getItem(KEY_STORAGE) || "";
   el.apiKey.addEventListener("change", () => {
     const key = apiKey();
     if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
-    loadModels();
-    loadDetectors();
+    VidposeCatalog.loadModels();
+    VidposeCatalog.loadDetectors();
+    VidposeJobs.load(0);
   });
 
-  async function loadModels() {
-    const previous = el.model.value;
-    el.modelInfo.textContent = "loading models…";
-    try {
-      const list = await (await api("models")).json();
-      el.model.replaceChildren();
-      const byDefault = document.createElement("option");
-      byDefault.value = "";
-      byDefault.textContent = `server default (${list.default_model})`;
-      el.model.append(byDefault);
-      for (const m of list.models) {
-        const opt = document.createElement("option");
-        opt.value = m.name;
-        const tags = [m.version, m.loaded ? `${m.workers} worker${m.workers === 1 ? "" : "s"}` : "no live worker"];
-        opt.textContent = `${m.name} (${tags.filter(Boolean).join(", ")})`;
-        el.model.append(opt);
-      }
-      el.model.value = [...el.model.options].some((o) => o.value === previous) ? previous : "";
-      const loaded = list.models.filter((m) => m.loaded).length;
-      el.modelInfo.textContent = `${list.models.length} model(s), ${loaded} served now`;
-      delete el.modelInfo.dataset.error;
-    } catch (err) {
-      el.modelInfo.textContent = `models unavailable: ${err.message}`;
-      el.modelInfo.dataset.error = err.code;
-    }
-  }
-
-  // The detector picker comes from GET /detectors (the server's registry); the static options in
-  // index.html stay when the server cannot be asked.
-  async function loadDetectors() {
-    try {
-      const list = await (await api("detectors")).json();
-      const previous = el.detector.value;  // read after the request: the user may have picked meanwhile
-      el.detector.replaceChildren();
-      const byDefault = document.createElement("option");
-      byDefault.value = "default";
-      byDefault.textContent = `server default (${list.default_detector})`;
-      el.detector.append(byDefault);
-      for (const d of list.detectors) {
-        const opt = document.createElement("option");
-        opt.value = d.name;
-        opt.textContent = `${d.name} (${d.summary})`;
-        opt.disabled = !d.available;
-        if (!d.available) opt.textContent += " — not available on the workers";
-        el.detector.append(opt);
-      }
-      const ok = [...el.detector.options].some((o) => o.value === previous && !o.disabled);
-      el.detector.value = ok ? previous : "default";
-    } catch (_) { /* keep the static list */ }
-  }
 
   function buildOptions() {
     const options = {};
@@ -215,7 +169,7 @@
     el.resultCard.hidden = true;
     el.downloadJson.disabled = true;
     el.downloadPosetrack.disabled = true;
-    for (const dd of [el.sumFrames, el.sumVideo, el.sumTracks, el.sumPerFrame, el.sumModel]) dd.textContent = "";
+    VidposeResults.clear();
     el.video.removeAttribute("src");
     el.video.load();
     delete el.video.dataset.state;
@@ -223,6 +177,44 @@
     el.overlayStatus.classList.remove("error-text");
     if (overlayBlobUrl) URL.revokeObjectURL(overlayBlobUrl);
     overlayBlobUrl = null;
+    VidposePeople.reset();
+  }
+
+  // ?job=ID in the address bar: a reload reopens the job, and the link can be shared (with the key).
+  function setUrlJob(id) {
+    const url = new URL(location.href);
+    if (id) url.searchParams.set("job", id); else url.searchParams.delete("job");
+    history.replaceState(null, "", url);
+  }
+
+  function beginRun(id) {
+    const myRun = ++run;
+    jobId = id;
+    resetResult();
+    el.progressCard.hidden = false;
+    el.uploadBar.value = 0;
+    el.uploadText.textContent = "";
+    el.jobBar.value = 0;
+    el.jobText.textContent = "";
+    el.jobStage.textContent = "";
+    el.jobId.textContent = id ? `job ${id}` : "";
+    if (id) el.jobId.dataset.jobId = id; else delete el.jobId.dataset.jobId;
+    VidposeJobs.mark(id);
+    return myRun;
+  }
+
+  // Follow a job this page did not just submit (from the URL or the job list).
+  function openJob(id) {
+    if (xhr) return;  // an upload is in progress: finish or cancel it first
+    clearError();
+    jobFileName = null;
+    const myRun = beginRun(id);
+    setUrlJob(id);
+    el.uploadBar.value = 1;
+    el.uploadText.textContent = "(submitted earlier)";
+    el.jobStatus.textContent = "loading";
+    setState("queued");
+    poll(myRun, id, Date.now(), 0);
   }
 
   function startJob() {
@@ -238,16 +230,8 @@
       showError(err);
       return;
     }
-    const myRun = ++run;
-    jobId = null;
-    resetResult();
-    el.progressCard.hidden = false;
-    el.uploadBar.value = 0;
-    el.uploadText.textContent = "";
-    el.jobBar.value = 0;
-    el.jobText.textContent = "";
-    el.jobId.textContent = "";
-    delete el.jobId.dataset.jobId;
+    const myRun = beginRun(null);
+    jobFileName = file.name;
     el.jobStatus.textContent = "uploading";
     setState("uploading");
 
@@ -282,6 +266,9 @@
       el.uploadBar.value = 1;
       el.jobId.textContent = `job ${jobId}`;
       el.jobId.dataset.jobId = jobId;
+      setUrlJob(jobId);
+      VidposeJobs.mark(jobId);
+      VidposeJobs.load(0);
       el.jobStatus.textContent = accepted.status;
       setState(accepted.status === "running" ? "running" : "queued");
       poll(myRun, jobId, Date.now(), 0);
@@ -307,10 +294,18 @@
   }
 
   // ------------------------------------------------------------------ job progress
+  // Frames count once they went through the whole pipeline: decoded, people detected and tracked
+  // (a batch of frames per detector call), poses estimated and stored. Before the first batch is
+  // stored the bar is indeterminate, so a running job never looks stuck at 0.
   function showJob(job) {
     el.jobStatus.textContent = job.status;
-    el.jobBar.value = job.progress;
+    const starting = job.status === "running" && job.frames_done === 0;
+    if (starting) el.jobBar.removeAttribute("value"); else el.jobBar.value = job.progress;
     el.jobText.textContent = `${job.frames_done} / ${job.frames_total} frames`;
+    el.jobStage.textContent = {
+      queued: "— waiting for a worker",
+      running: starting ? "— decoding and detecting people…" : "— detecting, tracking and estimating poses",
+    }[job.status] || "";
   }
 
   async function poll(myRun, id, since, failures) {
@@ -335,6 +330,7 @@
       setTimeout(() => poll(myRun, id, since, 0), wait);
       return;
     }
+    VidposeJobs.reload();
     if (job.status === "succeeded") {
       await showResult(myRun, id);
     } else {
@@ -357,6 +353,7 @@
       run++;  // stop polling this job
       showJob(job);
       setState(job.status);
+      VidposeJobs.reload();
     } catch (err) {
       if (myRun !== run) return;
       showError(err, "Cancel failed");  // e.g. 409: it finished meanwhile; polling goes on
@@ -365,68 +362,16 @@
   });
 
   // ------------------------------------------------------------------ result
-  // Every page of the native JSON result, frames concatenated (pages follow next_start_frame).
-  async function fetchResult(id) {
-    let start = 0;
-    let merged = null;
-    while (start !== null && start !== undefined) {
-      const page = await (await api(`jobs/${encodeURIComponent(id)}/result?start_frame=${start}`)).json();
-      if (merged === null) merged = { ...page, frames: [] };
-      merged.frames.push(...page.frames);
-      if (page.next_start_frame !== null && page.next_start_frame <= start) throw new ApiError(0, "bad_paging", "result paging went backwards");
-      start = page.next_start_frame;
-    }
-    merged.next_start_frame = null;
-    return merged;
-  }
-
-  // PoseTrack18 pages (X-Next-Start-Frame announces the next one) merged into one document.
-  async function fetchPosetrack(id) {
-    let start = 0;
-    let merged = null;
-    while (start !== null) {
-      const response = await api(`jobs/${encodeURIComponent(id)}/result?format=posetrack&start_frame=${start}`);
-      const page = await response.json();
-      if (merged === null) merged = { images: [], annotations: [], categories: page.categories };
-      merged.images.push(...page.images);
-      for (const ann of page.annotations) merged.annotations.push({ ...ann, id: merged.annotations.length });
-      const next = response.headers.get("X-Next-Start-Frame");
-      const nextStart = next === null ? null : Number(next);
-      if (nextStart !== null && !(nextStart > start)) throw new ApiError(0, "bad_paging", "result paging went backwards");
-      start = nextStart;
-    }
-    return merged;
-  }
-
-  function summarize(doc) {
-    const tracks = new Set();
-    let people = 0;
-    let most = 0;
-    for (const f of doc.frames) {
-      for (const inst of f.instances) tracks.add(inst.track_id);
-      people += f.instances.length;
-      most = Math.max(most, f.instances.length);
-    }
-    const n = doc.frames.length;
-    el.sumFrames.textContent = `${n} of ${doc.video.frames}`;
-    el.sumVideo.textContent = `${doc.video.width}×${doc.video.height}, ${doc.video.fps ? doc.video.fps.toFixed(2) + " fps" : "fps unknown"}`;
-    const ids = [...tracks].sort((a, b) => a - b);
-    const shown = ids.length > 12 ? ids.slice(0, 12).join(", ") + ", …" : ids.join(", ");
-    el.sumTracks.textContent = `${ids.length}` + (ids.length ? ` (ids ${shown})` : "");
-    el.sumTracks.dataset.count = String(ids.length);
-    el.sumPerFrame.textContent = n ? `${(people / n).toFixed(1)} on average, at most ${most}` : "no frames";
-    el.sumModel.textContent = doc.model.name + (doc.model.version ? ` (${doc.model.version})` : "");
-  }
-
   async function showResult(myRun, id) {
     setState("fetching");
     el.resultCard.hidden = false;
     loadOverlay(myRun, id);
     try {
-      const doc = await fetchResult(id);
+      const doc = await VidposeResults.fetchResult(id);
       if (myRun !== run) return;
       result = doc;
-      summarize(doc);
+      VidposeResults.summarize(doc);
+      VidposePeople.show(doc);
       el.downloadJson.disabled = false;
       el.downloadPosetrack.disabled = false;
       setState("succeeded");
@@ -477,24 +422,13 @@
     el.video.src = new URL(path, API).href;
   }
 
-  function saveJson(obj, name) {
-    const url = URL.createObjectURL(new Blob([JSON.stringify(obj)], { type: "application/json" }));
-    const a = document.createElement("a");
-    a.href = url;
-    a.download = name;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
-  }
-
   function baseName() {
-    const stem = file ? file.name.replace(/\.[^.]*$/, "") : "clip";
+    const stem = jobFileName ? jobFileName.replace(/\.[^.]*$/, "") : "job";
     return `${stem}.${jobId}`;
   }
 
   el.downloadJson.addEventListener("click", () => {
-    if (result) saveJson(result, `${baseName()}.json`);
+    if (result) VidposeResults.saveJson(result, `${baseName()}.json`);
   });
 
   el.downloadPosetrack.addEventListener("click", async () => {
@@ -502,7 +436,7 @@
     const id = jobId;
     el.downloadPosetrack.disabled = true;
     try {
-      saveJson(await fetchPosetrack(id), `${baseName()}.posetrack.json`);
+      VidposeResults.saveJson(await VidposeResults.fetchPosetrack(id), `${baseName()}.posetrack.json`);
     } catch (err) {
       showError(err, "PoseTrack download failed");
     } finally {
@@ -510,8 +444,15 @@
     }
   });
 
+  VidposePeople.init();
+  VidposeJobs.init({ api, open: openJob });
   setState("idle");
   setFile(el.input.files[0]);  // a browser may keep the choice across reloads
-  loadModels();
-  loadDetectors();
+  VidposeCatalog.init({ api });
+  VidposeResults.init({ api, error: (code, message) => new ApiError(0, code, message) });
+  VidposeCatalog.loadModels();
+  VidposeCatalog.loadDetectors();
+  VidposeJobs.load(0);
+  const fromUrl = new URL(location.href).searchParams.get("job");
+  if (fromUrl) openJob(fromUrl);
 })();
