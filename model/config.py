@@ -40,6 +40,10 @@ class PoseModelConfig:
     global_blocks: int = 1  # six-order global scan blocks
     local_blocks: int = 1  # windowed tube refinement blocks
     local_window: tuple[int, int] = (8, 6)  # (h, w) of a local tube, spans all T frames
+    # how the temporal features reach the key frame's stride-4 features: "add" (1x1 projection, resized
+    # and added) or "gated" (also per-pixel, per-frame gates from the same features that borrow the
+    # neighbours' own stride-4 features: fine detail at a coarse scan's cost); both zero-initialised
+    temporal_fusion: str = "add"
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2

@@ -40,6 +40,12 @@ class PoseModel(nn.Module):
             self.temporal_proj = nn.Conv2d(cfg.temporal_dim, ch[4], 1)
             nn.init.zeros_(self.temporal_proj.weight)
             nn.init.zeros_(self.temporal_proj.bias)
+            if cfg.temporal_fusion not in ("add", "gated"):
+                raise ValueError(f"temporal_fusion must be 'add' or 'gated', got {cfg.temporal_fusion!r}")
+            if cfg.temporal_fusion == "gated":  # one gate per window frame and pixel
+                self.temporal_gate = nn.Conv2d(cfg.temporal_dim, cfg.window, 1)
+                nn.init.zeros_(self.temporal_gate.weight)
+                nn.init.zeros_(self.temporal_gate.bias)
         if cfg.diffusion:
             self.diffusion = HeatmapDiffusion(cfg, c16=ch[16], c8=ch[8], c4=ch[4])
         self.set_backbone_frozen(cfg.freeze_backbone)
@@ -95,13 +101,39 @@ class PoseModel(nn.Module):
         base = self.keypoint_head.predict(f4) if with_base or not cfg.temporal else None
         fused, det = f4, base
         if cfg.temporal:
-            t = self.temporal_proj(self.temporal_encoder(feats))
-            if t.shape[-2:] != f4.shape[-2:]:
-                t = F.interpolate(t, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+            enc = self.temporal_encoder(feats)
+            t = self._to_f4(self.temporal_proj(enc), f4)
             fused = f4 + t
+            if cfg.temporal_fusion == "gated":
+                # fused += sum_t gate_t * (f4_t - f4_key): where the key frame is occluded, blurred or
+                # lost, borrow the neighbours' own stride-4 features (crops follow the person's box,
+                # so they are roughly aligned); the gates come from the spatio-temporal scan
+                gates = self._to_f4(self.temporal_gate(enc), f4)  # (B, T, h, w)
+                others = torch.stack([f4 if i == cfg.key_index else self.keypoint_head.pyramid(feats[:, i])[2]
+                                      for i in range(cfg.window)], dim=1)  # (B, T, C, h, w)
+                fused = fused + (gates.unsqueeze(2) * (others - f4.unsqueeze(1))).sum(dim=1)
             det = self.keypoint_head.predict(fused)
         return {"key": f16, "f8": f8, "fused": fused, "base": base, "det": det,
                 "base_heatmaps": None if base is None else base["heatmaps"], "det_heatmaps": det["heatmaps"]}
+
+    @staticmethod
+    def _to_f4(x: torch.Tensor, f4: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] == f4.shape[-2:]:
+            return x
+        return F.interpolate(x, size=f4.shape[-2:], mode="bilinear", align_corners=False)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups of the trainable parameters: matrices decay; biases, norms, embeddings and
+        whatever a module marks `_no_weight_decay` (the SSM's A_log and D) do not."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.ndim < 2 or "pos_embed" in name or getattr(p, "_no_weight_decay", False):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def _cond(self, parts: dict) -> DiffusionCond:
         return DiffusionCond(f16=parts["key"], f8=parts["f8"], f4=parts["fused"], prior=parts["det_heatmaps"])
@@ -134,10 +166,16 @@ class PoseModel(nn.Module):
                 shape = (k, *heat.shape[1:])
                 noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
                                    for s in noise_seeds]).to(heat.device, heat.dtype)
-            heat = self.diffusion.sample(self._cond(parts), steps=steps, hypotheses=k, generator=generator,
-                                         init=init, init_step=cfg.diffusion_init_step, noise=noise)
+            every = self.diffusion.sample(self._cond(parts), steps=steps, hypotheses=k, generator=generator,
+                                          init=init, init_step=cfg.diffusion_init_step, noise=noise,
+                                          return_all=True)
+            prior = parts["det_heatmaps"]
+            heat = prior + (every - prior[:, None]).mean(dim=1)  # exactly the prior while corrections are 0
+            hypotheses = every if k > 1 else None
+        else:
+            hypotheses = None
         return {"heatmaps": heat, "base_heatmaps": parts["base_heatmaps"], "prediction": parts["det"],
-                "base_prediction": parts["base"]}
+                "base_prediction": parts["base"], "hypotheses": hypotheses}
 
     def _encode_windows(self, frames: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -165,6 +203,18 @@ class PoseModel(nn.Module):
         if base:
             return self.keypoint_head.decode(out["base_heatmaps"].float(), out["base_prediction"])
         return self.keypoint_head.decode(out["heatmaps"].float(), out["prediction"])
+
+    def keypoint_spread(self, out: dict) -> torch.Tensor | None:
+        """Per-joint uncertainty from the K diffusion hypotheses: (B, K_joints) float32, the root mean
+        squared distance (heatmap cells) of each hypothesis' decoded keypoint from their mean. None
+        when decode_windows drew fewer than 2 hypotheses (or no diffusion ran)."""
+        every = out.get("hypotheses")
+        if every is None:
+            return None
+        b, n = every.shape[:2]
+        aux = {name: v.repeat_interleave(n, dim=0) for name, v in out["prediction"].items()}
+        kps = self.keypoint_head.decode(every.flatten(0, 1).float(), aux)[..., :2].view(b, n, -1, 2)
+        return ((kps - kps.mean(dim=1, keepdim=True)) ** 2).sum(-1).mean(dim=1).sqrt()
 
     @staticmethod
     def decode_heatmaps(heatmaps: torch.Tensor) -> torch.Tensor:

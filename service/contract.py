@@ -42,6 +42,10 @@ SCHEMA_VERSION = 1
 KEYPOINT_SCORE = ("Keypoint score in [0, 1]: the model's confidence in the joint. MoveNet (the served "
                   "default): the heatmap value at the peak (a sigmoid). ViT heatmap peaks can exceed 1 "
                   "and are clamped to 1.")
+KEYPOINT_STD = ("Per keypoint, in the order of `keypoint_names`: how far apart the diffusion head's K "
+                "hypotheses put the joint -- the root mean squared distance of their keypoints from their "
+                "mean, in image pixels. Larger means less certain (docs/results.md measures how it relates "
+                "to error). null unless the job decodes K >= 2 hypotheses with diffusion on.")
 INSTANCE_SCORE = ("Instance score in [0, 1]: the mean keypoint score of the person, times the person box's "
                   "score when the box has one (detector confidence, or a client box's `score`).")
 
@@ -220,6 +224,8 @@ class Instance(BaseModel):
                                          "`keypoint_names`; x, y in image pixels (clipped to the frame). "
                                          + KEYPOINT_SCORE)
 
+    keypoint_std: list[float] | None = Field(None, description=KEYPOINT_STD)
+
     @field_validator("keypoints")
     @classmethod
     def _triples(cls, v: list[list[float]]) -> list[list[float]]:
@@ -255,16 +261,18 @@ def _unit(v: float) -> float:
     return 0.0 if not math.isfinite(v) else min(1.0, max(0.0, v))
 
 
-def instance(track_id: int, bbox, keypoints, box_score: float | None = None) -> dict:
+def instance(track_id: int, bbox, keypoints, box_score: float | None = None, keypoint_std=None) -> dict:
     """An `Instance` as stored: keypoints (K, 3) x, y, raw score -> rounded, scores in [0, 1]; the
-    instance score as INSTANCE_SCORE says. Raises ValueError on non-finite coordinates."""
+    instance score as INSTANCE_SCORE says; keypoint_std (K,) pixels when given (KEYPOINT_STD).
+    Raises ValueError on non-finite coordinates."""
     kps = [[round(float(x), 2), round(float(y), 2), round(_unit(s), 4)] for x, y, s in keypoints]
     if not all(math.isfinite(v) for kp in kps for v in kp[:2]):
         raise ValueError("model produced non-finite keypoints")
     mean = sum(kp[2] for kp in kps) / len(kps) if kps else 0.0
     score = mean * (_unit(box_score) if box_score is not None else 1.0)
+    std = None if keypoint_std is None else [round(float(v), 2) for v in keypoint_std]
     return {"track_id": int(track_id), "bbox": [round(float(v), 2) for v in bbox], "score": round(score, 4),
-            "keypoints": kps}
+            "keypoints": kps, "keypoint_std": std}
 
 
 def result_frame(index: int, timestamp_s: float, instances: list[dict]) -> dict:

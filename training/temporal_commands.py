@@ -51,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--hypotheses", type=int, default=5)
     p.add_argument("--steps", type=int, default=1, help="DDIM steps for the diffusion settings")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--every", type=int, default=1, help="score every N-th key sample of each cache")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.set_defaults(func=_eval_temporal)
@@ -86,7 +87,7 @@ def _eval_temporal(args) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     cfg = model.cfg
     try:
-        parts = [CachedFeatureWindows(c, cfg, train=False) for c in args.cache]
+        parts = [CachedFeatureWindows(c, cfg, train=False, sample_every=args.every) for c in args.cache]
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -124,12 +124,7 @@ class Trainer:
         self.val_set = (build_datasets(tc.val_data, cfg, train=False, sigma=tc.sigma, augment=False)
                         if tc.val_data else None)
 
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 and "pos_embed" not in name else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+        self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(tc.weight_decay), lr=tc.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio))
         self.step = 0

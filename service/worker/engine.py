@@ -160,16 +160,24 @@ class Engine:
 
     @torch.inference_mode()
     def decode(self, feats: torch.Tensor, options: DecodeOptions | None = None,
-               seeds: list[int] | None = None) -> np.ndarray:
+               seeds: list[int] | None = None, with_spread: bool = False) -> np.ndarray:
         """(B, T, C, gh, gw) features -> (B, K, 3) key-frame keypoints in heatmap cells + score.
 
         seeds: one diffusion-noise seed per window (pipeline.window_seed), so results do not depend
-        on batch composition, worker or re-run; None draws from torch's global generator."""
+        on batch composition, worker or re-run; None draws from torch's global generator.
+        with_spread: (B, K, 4), the 4th column the spread of the diffusion hypotheses' keypoints
+        (heatmap cells; PoseModel.keypoint_spread), NaN when fewer than 2 hypotheses ran."""
         opts = options or self.default_options()
         with self._lock, self._autocast(), self._decode_config(opts):
             t0 = time.perf_counter()
             out = self.model.decode_windows(feats.to(self.device), noise_seeds=seeds)
-            kps = self.model.decode_keypoints(out).float().cpu().numpy()
+            kps = self.model.decode_keypoints(out).float()
+            if with_spread:
+                spread = self.model.keypoint_spread(out)
+                if spread is None:
+                    spread = torch.full(kps.shape[:2], float("nan"), device=kps.device)
+                kps = torch.cat([kps, spread.float()[..., None]], dim=-1)
+            kps = kps.cpu().numpy()
             MODEL_FORWARD.labels(self.name, "decode").observe(time.perf_counter() - t0)
         return kps
 

@@ -40,10 +40,11 @@ def encode_missing(engine: Engine, windows: list[Window], max_encode: int) -> in
 
 def run_windows(engine: Engine, windows: list[Window], options: DecodeOptions | None = None,
                 max_encode: int = 32) -> np.ndarray:
-    """Windows -> (B, K, 3) key-frame keypoints in heatmap cells (+ score)."""
+    """Windows -> (B, K, 4) key-frame keypoints in heatmap cells: x, y, score, and the diffusion
+    hypotheses' spread (NaN when the job draws fewer than 2)."""
     encode_missing(engine, windows, max_encode)
     feats = torch.stack([torch.stack([r.features for r in w.refs]) for w in windows])
-    return engine.decode(feats, options, seeds=[window_seed(w) for w in windows])
+    return engine.decode(feats, options, seeds=[window_seed(w) for w in windows], with_spread=True)
 
 
 def window_seed(window: Window) -> int:
@@ -57,7 +58,10 @@ def to_instance(window: Window, kps_hm: np.ndarray, engine: Engine, width: int, 
     """One window's decoded keypoints -> the result instance of its key frame (service/contract.py:
     image pixels clipped to the frame, scores in [0, 1])."""
     ref = window.key_ref
-    pts = heatmap_to_image(kps_hm, ref.center, ref.size, engine.input_size, engine.heatmap_size)
+    pts = heatmap_to_image(kps_hm[:, :3], ref.center, ref.size, engine.input_size, engine.heatmap_size)
     pts[:, 0] = np.clip(pts[:, 0], 0.0, width - 1.0)
     pts[:, 1] = np.clip(pts[:, 1], 0.0, height - 1.0)
-    return contract.instance(ref.track_id, ref.box.bbox, pts, ref.box.score)
+    std = None
+    if kps_hm.shape[1] > 3 and np.isfinite(kps_hm[:, 3]).all():  # heatmap cells -> image pixels
+        std = kps_hm[:, 3] * float(ref.size[0]) / engine.heatmap_size[1]
+    return contract.instance(ref.track_id, ref.box.bbox, pts, ref.box.score, keypoint_std=std)

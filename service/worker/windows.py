@@ -21,6 +21,7 @@ import numpy as np
 
 from model.backbones import InputSpec
 from model.heatmaps import box_to_center_size, crop_affine, warp_crop
+from model.windows import clamp_window  # the window rule, shared with training
 from service.worker.boxes import PersonBox
 
 
@@ -61,21 +62,6 @@ class Window:
     @property
     def frames(self) -> tuple[int, ...]:
         return tuple(r.frame for r in self.refs)
-
-
-def clamp_window(key: int, half: int, present) -> list[int]:
-    """Frames key-half..key+half, each offset walked back toward `key` until it stays
-    inside the contiguous run of frames where `present(frame)` holds."""
-    out = []
-    for d in range(-half, half + 1):
-        step = 1 if d > 0 else -1
-        f = key
-        for _ in range(abs(d)):
-            if not present(f + step):
-                break
-            f += step
-        out.append(f)
-    return out
 
 
 class WindowBuilder:

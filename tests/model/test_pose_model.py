@@ -250,3 +250,53 @@ def test_static_windows_encode_the_frame_once_with_identical_results():
     with torch.no_grad():
         m(moving)
     assert calls == [2 * cfg.window]
+
+
+def test_keypoint_spread_of_the_hypotheses():
+    """K >= 2 hypotheses give a per-joint spread: their decoded keypoints' RMS distance from their mean."""
+    torch.manual_seed(0)
+    model = _train_like(PoseModel(small_cfg(hypotheses=4, diffusion_steps=2))).eval()
+    with torch.inference_mode():
+        feats = model.encode_frames(_frames(2).flatten(0, 1)).unflatten(0, (2, 5))
+        out = model.decode_windows(feats, noise_seeds=[1, 2])
+        spread = model.keypoint_spread(out)
+        assert out["hypotheses"].shape == (2, 4, *out["heatmaps"].shape[1:])
+        torch.testing.assert_close(out["hypotheses"].mean(1), out["heatmaps"])
+        each = [model.decode_heatmaps(out["hypotheses"][:, i])[..., :2] for i in range(4)]
+        assert spread.shape == (2, model.cfg.num_keypoints) and (spread >= 0).all() and spread.max() > 0
+        assert model.keypoint_spread(model.decode_windows(feats, hypotheses=1)) is None
+        assert model.keypoint_spread(model.decode_windows(feats, diffusion_steps=0, hypotheses=4)) is None
+    # the ViT head decodes by heatmap peak alone, so the spread is that of the per-hypothesis peaks
+    stacked = torch.stack(each, 1)
+    want = ((stacked - stacked.mean(1, keepdim=True)) ** 2).sum(-1).mean(1).sqrt()
+    torch.testing.assert_close(spread, want, rtol=1e-4, atol=1e-4)
+
+
+def test_gated_fusion_starts_as_the_single_frame_model_and_can_borrow_a_neighbour():
+    torch.manual_seed(0)
+    model = PoseModel(small_cfg(temporal_fusion="gated", diffusion=False)).eval()
+    frames = _frames(2)
+    with torch.no_grad():
+        out = model(frames)
+        assert torch.equal(out["heatmaps"], out["base_heatmaps"])  # zero-init gates: nothing borrowed
+        feats = model.encode_frames(frames.flatten(0, 1)).unflatten(0, (2, 5))
+        # a gate of 1 on frame 0 everywhere: the fused features become frame 0's (heatmaps = its base)
+        model.temporal_gate.bias.copy_(torch.tensor([1.0, 0, 0, 0, 0]))
+        borrowed = model.decode_windows(feats)["heatmaps"]
+        first = feats.clone()
+        first[:, model.cfg.key_index] = feats[:, 0]
+        model.temporal_gate.bias.zero_()
+        want = model.decode_windows(first)["base_heatmaps"]
+        torch.testing.assert_close(borrowed, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="temporal_fusion"):
+        PoseModel(small_cfg(temporal_fusion="concat"))
+
+
+def test_optimizer_groups_honour_no_weight_decay():
+    model = PoseModel(small_cfg())
+    decay, no_decay = model.optimizer_groups(0.05)
+    ids = {id(p) for p in no_decay["params"]}
+    marked = [n for n, p in model.named_parameters() if getattr(p, "_no_weight_decay", False)]
+    assert marked and all(id(dict(model.named_parameters())[n]) in ids for n in marked)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])

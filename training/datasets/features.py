@@ -11,6 +11,7 @@ Items (the trainer's feature path; see PoseModel.distill_loss):
 Training draws, per item and epoch, a corrupted key with probability `corrupt_prob` (one of the
 sample's cached variants), else the clean key. Evaluation (train=False) lists every sample twice:
 clean, and under its one fixed corruption, so both numbers come from the same people.
+`sample_every` keeps every N-th key sample (neighbouring frames are nearly the same picture).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class CachedFeatureWindows(Dataset):
     layout = COCO  # the teacher's (MoveNet's) slots
 
     def __init__(self, root: str | Path, cfg: PoseModelConfig | None = None, train: bool = True,
-                 corrupt_prob: float = 0.75, seed: int | None = None):
+                 corrupt_prob: float = 0.75, seed: int | None = None, sample_every: int = 1):
         root = Path(root)
         if not (root / "meta.json").is_file():
             raise FileNotFoundError(f"{root}: no feature cache here "
@@ -42,7 +43,7 @@ class CachedFeatureWindows(Dataset):
                 want, have = getattr(cfg, field), self.meta["config"][field]
                 if (list(want) if isinstance(want, tuple) else want) != have:
                     raise ValueError(f"{root}: cached for {field}={have}, the model has {want}")
-        self.samples = json.loads((root / "index.json").read_text())
+        self.samples = json.loads((root / "index.json").read_text())[::max(1, int(sample_every))]
         self.kinds = list(self.meta["kinds"])
         self.clean = np.load(root / "clean.npy", mmap_mode="r")
         self.corrupt = np.load(root / "corrupt.npy", mmap_mode="r")

@@ -25,16 +25,6 @@ def _correct(pred: torch.Tensor, target: torch.Tensor, thr: torch.Tensor) -> tor
     return torch.linalg.vector_norm(pred[..., :2] - target[..., :2], dim=-1) <= thr[:, None]
 
 
-def hypothesis_spread(model, out: dict, hypotheses_heatmaps: torch.Tensor) -> torch.Tensor:
-    """(B, H, K, h, w) per-hypothesis heatmaps -> (B, K) spread of their decoded keypoints, in heatmap
-    cells: the root mean squared distance of the H keypoints from their mean."""
-    b, n = hypotheses_heatmaps.shape[:2]
-    pred = {k: v.repeat_interleave(n, dim=0) for k, v in out["prediction"].items()}
-    kps = model.keypoint_head.decode(hypotheses_heatmaps.flatten(0, 1).float(), pred)[..., :2]
-    kps = kps.view(b, n, *kps.shape[1:])
-    return ((kps - kps.mean(1, keepdim=True)) ** 2).sum(-1).mean(1).sqrt()
-
-
 @torch.no_grad()
 def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None = None,
                      batch_size: int = 64, device: str | torch.device = "cpu", seed: int = 0) -> dict:
@@ -68,9 +58,9 @@ def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None
             out = model.decode_windows(feats, diffusion_steps=steps, hypotheses=k, noise_seeds=seeds)
             results[name] = model.decode_keypoints(out)
             results.setdefault("base", model.decode_keypoints(out, base=True))
-            if k > 1 and steps > 0 and cfg.diffusion:
-                all_heat = _all_hypotheses(model, feats, steps, k, seeds)
-                s = hypothesis_spread(model, out, all_heat) * stride
+            spread_cells = model.keypoint_spread(out)
+            if spread_cells is not None:
+                s = spread_cells * stride
                 ok = _correct(results[name], teacher, thr)
                 spread[name]["right"].append(s[w & ok].cpu())
                 spread[name]["wrong"].append(s[w & ~ok].cpu())
@@ -93,19 +83,6 @@ def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None
         spreads[name] = {"right": _mean(right), "wrong": _mean(wrong),
                          "n_right": len(right), "n_wrong": len(wrong)}
     return {"rows": rows, "spread": spreads}
-
-
-def _all_hypotheses(model, feats, steps: int, k: int, seeds: list[int]) -> torch.Tensor:
-    """The K hypotheses' heatmaps (B, K, J, h, w), drawn from the same per-window seeds as decode_windows."""
-    parts = model._heads(feats)
-    heat = parts["det_heatmaps"]
-    shape = (k, *heat.shape[1:])
-    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    cfg = model.cfg
-    init = heat if cfg.diffusion_init == "prior" else None
-    return model.diffusion.sample(model._cond(parts), steps=steps, hypotheses=k, init=init,
-                                  init_step=cfg.diffusion_init_step, noise=noise.to(heat.device, heat.dtype),
-                                  return_all=True)
 
 
 def _mean(x: torch.Tensor) -> float:

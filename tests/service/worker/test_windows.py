@@ -102,7 +102,7 @@ def test_each_frame_track_encoded_once(engine):
             while len(pending) >= 3:  # small batches so windows sharing a frame run apart
                 batch, pending = pending[:3], pending[3:]
                 kps = run_windows(engine, batch)
-                assert kps.shape == (3, 17, 3) and np.isfinite(kps).all()
+                assert kps.shape == (3, 17, 4) and np.isfinite(kps[..., :3]).all()
                 for w in batch:
                     builder.release(w)
                 all_windows += batch
@@ -139,3 +139,24 @@ def test_to_instance_inside_frame(engine):
 def test_even_window_rejected():
     with pytest.raises(ValueError):
         WindowBuilder("job", 4, SPEC)
+
+
+def test_keypoint_std_only_when_the_job_draws_several_hypotheses(engine):
+    from service.contract import Instance
+    from service.worker.engine import DecodeOptions
+
+    builder = WindowBuilder("job", engine.window, engine.input_spec)
+    box = PersonBox(3, (10, 5, 40, 30), score=0.5)
+    windows = []
+    for i in range(3):
+        windows += builder.add_frame(i, _frame(value=100), [box])
+    windows += builder.finish()
+    assert engine.cfg.diffusion
+    several = run_windows(engine, windows, DecodeOptions(1, 3))
+    one = run_windows(engine, windows, DecodeOptions(1, 1))
+    assert several.shape == (3, 17, 4) and np.isnan(one[..., 3]).all()
+    np.testing.assert_array_equal(several[..., :3], one[..., :3])  # untrained diffusion: same keypoints
+    inst = to_instance(windows[0], several[0], engine, width=60, height=40)
+    std = np.array(Instance(**inst).keypoint_std)
+    assert std.shape == (17,) and (std >= 0).all()
+    assert to_instance(windows[0], one[0], engine, width=60, height=40)["keypoint_std"] is None
