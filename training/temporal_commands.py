@@ -53,6 +53,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--every", type=int, default=1, help="score every N-th key sample of each cache")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--drop", type=float, default=0.8,
+                   help="natural occlusion: frames whose teacher confidence falls below DROP x that of the "
+                        "frames 2 before and after (training/evaluate/natural_occlusion.py)")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.set_defaults(func=_eval_temporal)
 
@@ -97,8 +100,14 @@ def _eval_temporal(args) -> int:
     if cfg.diffusion:
         settings.update({"temporal+diff K=1": (args.steps, 1),
                          f"temporal+diff K={args.hypotheses}": (args.steps, args.hypotheses)})
+    from training.evaluate.natural_occlusion import evaluate_drops
+
     result = evaluate_windows(model, data, settings, batch_size=args.batch_size)
     print(format_table(result))
+    result["natural_occlusion"] = {c: evaluate_drops(model, c, drop=args.drop) for c in args.cache}
+    for c, r in result["natural_occlusion"].items():
+        print(f"natural occlusion in {c} (teacher confidence < {args.drop} x frames t-2 and t+2): "
+              f"{r['windows']} windows, {r['n_joints']} joints: base {r['base']}, temporal {r['temporal']}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"checkpoint": args.checkpoint, "caches": args.cache, **result}, fh, indent=1)

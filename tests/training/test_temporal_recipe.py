@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -152,3 +153,18 @@ def test_cache_refuses_labels_without_confident_people(tmp_path, shared_data):
     bad.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="no confident key samples"):
         build_cache(CHECKPOINT, shared_data / "videos" / "soccer.mp4", bad, tmp_path / "c", progress=False)
+
+
+def test_natural_occlusion_windows(caches):
+    from training.evaluate.natural_occlusion import drop_windows, evaluate_drops
+
+    root = caches[0]
+    assert drop_windows(root / "train", drop=0.0) == []  # nothing falls below 0 x its neighbours
+    windows = drop_windows(root / "train", drop=10.0)  # every frame with confident t-2 and t+2
+    assert windows and all(w["frame"] == 2 for w in windows)  # 5 frames: only frame 2 has both
+    for w in windows:
+        assert len(w["rows"]) == 5 and np.isfinite(w["target"]).all() and w["target"][:, 2].sum() >= 8
+    model = _temporal_model(diffusion=False)
+    result = evaluate_drops(model, root / "train", drop=10.0)
+    assert result["windows"] == len(windows) and result["base"] == result["temporal"]  # zero-init
+    assert result["base"] > 50.0  # the midpoint of t-2 and t+2 is near where the teacher sees the joint

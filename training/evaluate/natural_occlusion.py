@@ -1,0 +1,92 @@
+"""Natural occlusion on real video: frames where the teacher's own confidence drops for a tracked person.
+
+No corruption is pasted here. In a held-out feature cache (training/feature_cache.py) we look for a
+track's frame f whose clean-frame teacher confidence (mean joint score) falls below `drop` x that of
+frames f-gap and f+gap -- someone walking behind a lamp post or another person -- while both of those
+are confident. The target of each joint confident in both neighbours is the midpoint of the teacher's
+keypoints there (image pixels; people move little in 2 x gap frames at 10 fps), mapped into frame f's
+crop. Single-frame (base) and temporal predictions on frame f's natural window are scored by PCK@0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.heatmaps import apply_affine, box_to_center_size, crop_affine, input_to_heatmap
+from model.windows import clamp_window
+from training.datasets.teacher import key_samples, load_labels, split_frames
+from training.feature_cache import PCK_ALPHA
+
+
+def _rows(meta: dict, labels) -> dict[tuple[int, int], int]:
+    """(frame, track) -> row of clean.npy, rebuilt exactly as build_cache laid it out."""
+    samples = key_samples(labels, split_frames(labels.num_frames, meta["split"], meta["val_fraction"]),
+                          meta["window"], meta["min_score"], meta["min_joints"], meta.get("key_every", 1))
+    rows: dict[tuple[int, int], int] = {}
+    for s in samples:
+        for f in s.window:
+            rows.setdefault((f, s.track), len(rows))
+    return rows
+
+
+def drop_windows(cache: str | Path, drop: float = 0.7, gap: int = 2) -> list[dict]:
+    """The natural-occlusion test windows of a cache: rows (T,), target (K, 3) heatmap cells + weight,
+    PCK threshold (cells), frame, track."""
+    cache = Path(cache)
+    meta = json.loads((cache / "meta.json").read_text())
+    labels = load_labels(meta["labels"])
+    rows = _rows(meta, labels)
+    size = tuple(meta["config"]["input_size"])
+    hm_w = meta["config"]["heatmap_size"][1]
+    stride = size[1] / hm_w
+    min_score, half = meta["min_score"], meta["window"] // 2
+    conf = {k: float(v[:, 2].mean()) for k, v in labels.keypoints.items()}
+    out = []
+    for (f, track) in sorted(rows):
+        before, after = (f - gap, track), (f + gap, track)
+        if before not in labels.boxes or after not in labels.boxes:
+            continue
+        if conf[(f, track)] >= drop * min(conf[before], conf[after]):
+            continue
+        kb, ka = labels.keypoints[before], labels.keypoints[after]
+        if min(int((kb[:, 2] >= min_score).sum()), int((ka[:, 2] >= min_score).sum())) < meta["min_joints"]:
+            continue
+        window = clamp_window(f, half, lambda g, t=track: (g, t) in rows)
+        box = labels.boxes[(f, track)]
+        center, wh = box_to_center_size(box, size)
+        crop_pts = apply_affine((kb[:, :2] + ka[:, :2]) / 2.0, crop_affine(center, wh, size))
+        target = np.zeros((len(kb), 3), np.float32)
+        target[:, :2] = input_to_heatmap(crop_pts, stride)
+        target[:, 2] = (kb[:, 2] >= min_score) & (ka[:, 2] >= min_score)
+        out.append({"rows": [rows[(g, track)] for g in window], "target": target, "frame": f, "track": track,
+                    "pck_threshold": PCK_ALPHA * max(box[2], box[3]) * hm_w / wh[0]})
+    return out
+
+
+@torch.no_grad()
+def evaluate_drops(model, cache: str | Path, drop: float = 0.7, gap: int = 2, batch_size: int = 32) -> dict:
+    """PCK@0.1 (%) of base and temporal (no diffusion) on the natural-occlusion windows."""
+    model.eval()
+    windows = drop_windows(cache, drop, gap)
+    clean = np.load(Path(cache) / "clean.npy", mmap_mode="r")
+    hits = {"base": [], "temporal": []}
+    for i in range(0, len(windows), batch_size):
+        part = windows[i:i + batch_size]
+        feats = torch.from_numpy(np.stack([np.asarray(clean[w["rows"]], np.float32) for w in part]))
+        target = torch.from_numpy(np.stack([w["target"] for w in part]))
+        thr = torch.tensor([w["pck_threshold"] for w in part])
+        out = model.decode_windows(feats, diffusion_steps=0)
+        for name, base in (("base", True), ("temporal", False)):
+            kps = model.decode_keypoints(out, base=base)
+            ok = torch.linalg.vector_norm(kps[..., :2] - target[..., :2], dim=-1) <= thr[:, None]
+            hits[name].append(ok[target[..., 2] > 0])
+    result = {"windows": len(windows), "people": len({(w["track"]) for w in windows})}
+    for name, parts in hits.items():
+        cat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+        result["n_joints"] = int(len(cat))
+        result[name] = round(100.0 * float(cat.float().mean()), 2) if len(cat) else float("nan")
+    return result
