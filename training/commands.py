@@ -129,6 +129,10 @@ def _register_train_export(sub) -> None:
     p.add_argument("out", help="output .safetensors (name it <models_dir>/<model name>.safetensors)")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.add_argument("--description", default=None, help="free text stored in the checkpoint's info")
+    p.add_argument("--fp16", action="store_true", help="store weights as float16 (halves the file)")
+    p.add_argument("--diffusion-steps", type=int, default=None,
+                   help="the served default S (0 = diffusion off unless a job asks for it)")
+    p.add_argument("--hypotheses", type=int, default=None, help="the served default K")
     p.set_defaults(func=_export)
 
 
@@ -181,7 +185,10 @@ def _export(args) -> int:
 
     try:
         extra = {"description": args.description} if args.description else None
-        path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra)
+        pairs = (("diffusion_steps", args.diffusion_steps), ("hypotheses", args.hypotheses))
+        decode = {k: v for k, v in pairs if v is not None}
+        path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra, fp16=args.fp16,
+                          decode_defaults=decode)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

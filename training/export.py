@@ -14,7 +14,10 @@ from pathlib import Path
 from model.checkpoint import load_checkpoint, save_checkpoint
 
 
-def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None) -> Path:
+def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None, fp16: bool = False,
+               decode_defaults: dict | None = None) -> Path:
+    """decode_defaults: the served defaults of diffusion_steps / hypotheses (jobs may still override);
+    fp16: floating tensors stored as float16."""
     run = Path(run_dir)
     src = run / f"{which}.safetensors"
     if not src.is_file():
@@ -24,9 +27,16 @@ def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None =
         else:
             raise FileNotFoundError(f"{src} not found: is {run} a `vidpose train` run directory?")
     model, meta = load_checkpoint(src)
+    unknown = set(decode_defaults or {}) - {"diffusion_steps", "hypotheses"}
+    if unknown:
+        raise ValueError(f"only diffusion_steps and hypotheses can change at export, not {sorted(unknown)}")
+    if decode_defaults:
+        model.cfg = model.cfg.replace(**decode_defaults)
     info = dict(meta.get("info") or {})
     info.pop("train_config", None)  # the run's config.yaml holds it; keep the served metadata short
     info.update(extra_info or {})
     info["exported_from"] = str(src)
+    import torch
+
     return save_checkpoint(model, out_path, info=info, keypoints=meta.get("keypoints"),
-                           skeleton=meta.get("skeleton"))
+                           skeleton=meta.get("skeleton"), storage_dtype=torch.float16 if fp16 else None)

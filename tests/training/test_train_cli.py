@@ -35,6 +35,11 @@ def test_synth_train_eval_export(tmp_path, capsys):
     assert main(["export", str(run), str(served), "--description", "test"]) == 0
     info = read_metadata(served)["info"]
     assert info["description"] == "test" and info["train_data"] == [f"synth:{data}"]
+    half = tmp_path / "models" / "h.safetensors"
+    assert main(["export", str(run), str(half), "--fp16", "--diffusion-steps", "0", "--hypotheses", "4"]) == 0
+    assert half.stat().st_size < 0.6 * served.stat().st_size
+    cfg = read_metadata(half)["config"]
+    assert (cfg.diffusion_steps, cfg.hypotheses) == (0, 4)
 
 
 def test_train_rejects_bad_input(tmp_path, capsys):
