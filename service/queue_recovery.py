@@ -3,13 +3,14 @@ already has, consumer-group hygiene, and calls that outlive a Redis outage.
 
 The delivery rule (docs/architecture.md, "Delivery guarantees"): an attempt counts against a job (a
 *strike*) only when its worker died (its entry was taken over with XAUTOCLAIM) and the attempt stored no
-result frame. A job that made progress before its worker died is resumed after its last stored frame
-and loses nothing; a job that kills its worker again and again at the same point collects strikes and
-is dead-lettered after `worker_max_deliveries` of them. Redis outages cost no strike: a live worker
-waits for Redis (`through_outages`) and carries on.
+result frame; the strike is shared by the N jobs that worker held (1/N each: which one killed it cannot
+be told), and a stored frame clears the strikes. A job that made progress before its worker died is
+resumed after its last stored frame and loses nothing; a job that kills its worker again and again at
+the same point collects strikes and is dead-lettered once they reach `worker_max_deliveries`. Redis
+outages cost no strike: a live worker waits for Redis (`through_outages`) and carries on.
 
-Keys (P = settings.key_prefix) in the job hash `P:job:{id}`: `mark` (frames stored when the current
-delivery began) and `strikes`.
+Keys (P = settings.key_prefix): in the job hash `P:job:{id}`, `mark` (frames stored when the current
+delivery began) and `strikes`; `P:held:{worker}`, the jobs a worker held at its last heartbeat.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # Redis is down, restarting, or still loading its AOF (BusyLoadingError is a ConnectionError).
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
+HELD_TTL_S = 7 * 86400  # P:held:{worker} outlives its worker by far more than any reclaim delay
 
 
 def through_outages(fn: Callable[..., T], *args: Any, stop: Callable[[], bool] = lambda: False,
@@ -67,14 +69,19 @@ class Recovery:
         self._strike = q.r.register_script(STRIKE_LUA)
         self._delconsumer = q.r.register_script(DELCONSUMER_LUA)
 
-    def strike(self, job_id: str) -> int:
-        """A worker took the job over from a dead one: count a strike unless the dead worker's attempt
-        stored frames. Returns the job's strikes (-1 when the job is no longer queued or running)."""
+    def strike(self, job_id: str) -> float:
+        """A worker took the job over from a dead one: a strike (shared by the jobs the dead worker held)
+        unless the dead worker's attempt stored frames, which clears them. Returns the job's strikes
+        (-1 when the job is no longer queued or running)."""
         q = self.q
-        return int(self._strike(keys=[q.job_key(job_id), q.frames_key(job_id)]))
+        return float(_s(self._strike(keys=[q.job_key(job_id), q.frames_key(job_id)], args=[q.prefix])))
 
-    def strikes(self, job_id: str) -> int:
-        return int(_s(self.q.r.hget(self.q.job_key(job_id), "strikes")) or 0)
+    def strikes(self, job_id: str) -> float:
+        return float(_s(self.q.r.hget(self.q.job_key(job_id), "strikes")) or 0)
+
+    def note_held(self, worker_id: str, jobs: int) -> None:
+        """How many jobs this worker holds (its heartbeat): what a strike is shared by if it dies."""
+        self.q.r.set(f"{self.q.prefix}:held:{worker_id}", int(jobs), ex=HELD_TTL_S)
 
     def stored_frames(self, job_id: str) -> set[int]:
         """Indices of the result frames already stored for this job (a resumed job skips them)."""

@@ -113,20 +113,26 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'entry_id', entry, 'worker', '',
 return 1
 """
 
-# A worker took the job's entry over from a dead one (XAUTOCLAIM). The dead worker's attempt counts as a
-# strike only if it stored no result frame: `mark` holds the frames stored when that delivery began.
-# KEYS: job, frames   ARGV: -   Returns the job's strikes (-1: the job is no longer queued/running).
+# A worker took the job's entry over from a dead one (XAUTOCLAIM). `mark` holds the frames stored when the
+# dead worker's delivery began. It stored frames: the strikes are cleared. It stored none: a strike,
+# shared by the jobs that worker held (`P:held:{worker}`, from its heartbeats), 1/N each.
+# KEYS: job, frames   ARGV: prefix   Returns the job's strikes as a string ('-1': no longer queued/running).
 STRIKE_LUA = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if st ~= 'queued' and st ~= 'running' then return -1 end
+if st ~= 'queued' and st ~= 'running' then return '-1' end
 local stored = redis.call('HLEN', KEYS[2])
 local strikes = tonumber(redis.call('HGET', KEYS[1], 'strikes') or '0')
-if stored <= tonumber(redis.call('HGET', KEYS[1], 'mark') or '0') then
-  strikes = strikes + 1
-  redis.call('HSET', KEYS[1], 'strikes', strikes)
+if stored > tonumber(redis.call('HGET', KEYS[1], 'mark') or '0') then
+  strikes = 0
+else
+  local held = 1
+  local w = redis.call('HGET', KEYS[1], 'worker')
+  if w and w ~= '' then held = tonumber(redis.call('GET', ARGV[1] .. ':held:' .. w) or '1') end
+  strikes = strikes + 1 / math.max(1, held)
 end
-redis.call('HSET', KEYS[1], 'mark', stored)
-return strikes
+local text = string.format('%.4f', strikes)
+redis.call('HSET', KEYS[1], 'strikes', text, 'mark', stored)
+return text
 """
 
 # Remove a consumer from the group if it is dead: no heartbeat since ARGV[3] (or none at all), idle in the

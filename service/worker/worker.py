@@ -174,6 +174,7 @@ class Worker:
 
     def _heartbeat_once(self) -> None:
         self.queue.heartbeat(self.worker_id, self.info())
+        self.recovery.note_held(self.worker_id, len(self.runs))
         WORKER_HEARTBEAT.set(time.time())
         self._touch_held()
 
@@ -203,20 +204,22 @@ class Worker:
                 self.jobs_done += 1
 
     def _take(self, entries: list[tuple[str, str, str]], reclaimed: bool) -> None:
+        if entries:  # before the runs start: if this worker dies, a strike is shared by all it held
+            self._redis(self.recovery.note_held, self.worker_id, len(self.runs) + len(entries))
         for model, entry_id, job_id in entries:
             if (model, entry_id) in self.runs:
                 continue  # our own entry came back through XAUTOCLAIM: we still run it
             if reclaimed:  # taken over from a dead worker: a strike unless its attempt stored frames
                 strikes = self._redis(self.recovery.strike, job_id)
                 limit = self.settings.worker_max_deliveries
-                if strikes >= limit:
-                    reason = (f"{strikes} workers died running it without storing a frame "
+                if strikes >= limit - 1e-3:
+                    reason = (f"its workers died without storing a frame of it: {strikes:g} strikes "
                               f"(worker_max_deliveries {limit})")
                     if self._redis(self.queue.dead_letter, job_id, model, entry_id, reason):
                         JOBS_FINISHED.labels("failed").inc()
                     log.warning("job %s dead-lettered: %s", job_id, reason)
                     continue
-                log.info("job %s reclaimed from a dead worker (entry %s, strikes %d)", job_id, entry_id,
+                log.info("job %s reclaimed from a dead worker (entry %s, strikes %g)", job_id, entry_id,
                          max(strikes, 0))
             run = JobRun(self.job_context, self.engines[model], entry_id, job_id)
             with self._runs_lock:

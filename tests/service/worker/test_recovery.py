@@ -101,25 +101,30 @@ def test_reclaimed_job_resumes_after_its_stored_frames(redis_client, redis_serve
 
 def test_strikes_count_only_attempts_that_stored_nothing(redis_client, redis_server, tiny_checkpoint,
                                                          tmp_path):
+    """Each takeover from a dead worker: no frame stored in its attempt = a strike shared by the jobs that
+    worker held; a stored frame clears the strikes."""
     s = make_settings(redis_server, tiny_checkpoint, tmp_path)
     q = JobQueue(redis_client, s)
     rec = Recovery(q)
     q.ensure_groups(["test-model"])
     job = submit(q, tmp_path / "x.mp4", frames=10)
     q.claim("w1", ["test-model"], 1, None)
-    assert rec.strike(job) == 1  # w1 died before storing anything
+    assert rec.strike(job) == 1  # w1 died before storing anything (it held only this job)
     q.start(job, "w2", 10, {})
+    rec.note_held("w2", 4)
+    assert rec.strike(job) == 1.25  # w2 held 4 jobs and stored nothing: a quarter of a strike each
+    q.start(job, "w3", 10, {})
     q.write_frames(job, {0: {"frame_index": 0}})
-    assert rec.strike(job) == 1  # w2 stored a frame before it died: no strike
-    assert rec.strike(job) == 2  # w3 stored nothing more
+    assert rec.strike(job) == 0  # w3 stored a frame before it died: strikes cleared
+    rec.note_held("w3", 1)
+    assert rec.strike(job) == 1  # the next one stored nothing more
     q.write_frames(job, {1: {"frame_index": 1}})
-    assert rec.strike(job) == 2
     assert rec.stored_frames(job) == {0, 1}
     entry = q.get_job(job)["entry_id"]
     assert q.requeue(job, "test-model", entry) and q.requeue(job, "test-model", entry)  # idempotent
     assert q.r.xlen(q.stream_key("test-model")) == 1  # one fresh entry, not two
     q.claim("w4", ["test-model"], 1, None)
-    assert rec.strike(job) == 3  # the requeued delivery began with 2 frames stored and added none
+    assert rec.strike(job) == 2  # the requeued delivery began with 2 frames stored and added none
     q.finish(job, "test-model", q.get_job(job)["entry_id"], "cancelled")
     assert rec.strike(job) == -1
 
