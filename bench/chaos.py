@@ -66,7 +66,8 @@ class Report:
     redis_restarts: list = field(default_factory=list)
     submissions: int = 0
     answers_429: int = 0
-    answers_5xx: int = 0
+    answers_503: int = 0  # 503 redis_unavailable + Retry-After (the API while Redis restarts)
+    answers_5xx: int = 0  # any other 5xx
     resets: int = 0
     stale_consumers: int = 0  # consumers left in the group that are not live workers
     seconds: float = 0.0
@@ -138,6 +139,8 @@ class Chaos:
         return True
 
     def restart_redis(self, down_s: float) -> None:
+        """Call from the main thread: redis-server gets SIGTERM when the thread that started it exits
+        (PR_SET_PDEATHSIG, service/embedded_redis.py)."""
         self.redis.stop()
         time.sleep(down_s)
         self.redis.start()
@@ -250,8 +253,9 @@ def run_faults(chaos: Chaos, specs: list[Spec], kills: int, restarts: list[float
         submit_next()
 
 
-def load(chaos: Chaos, specs: list[Spec], submissions: int, clients: int) -> None:
-    """Phase 3: `clients` threads share `submissions` POSTs, each honouring 429 + Retry-After."""
+def load(chaos: Chaos, specs: list[Spec], submissions: int, clients: int) -> list[threading.Thread]:
+    """Phase 3: `clients` threads share `submissions` POSTs, each honouring Retry-After (429, and 503
+    while Redis restarts). Returns the started threads."""
     import httpx
 
     r = chaos.report
@@ -278,10 +282,13 @@ def load(chaos: Chaos, specs: list[Spec], submissions: int, clients: int) -> Non
                         continue
                     with lock:
                         r.submissions += 1
-                    if resp.status_code == 429:
+                    if resp.status_code in (429, 503) and "Retry-After" in resp.headers:
                         with lock:
-                            r.answers_429 += 1
-                        time.sleep(float(resp.headers.get("Retry-After", "1")))
+                            if resp.status_code == 429:
+                                r.answers_429 += 1
+                            else:
+                                r.answers_503 += 1
+                        time.sleep(float(resp.headers["Retry-After"]))
                         continue
                     if resp.status_code >= 500:
                         with lock:
@@ -295,8 +302,7 @@ def load(chaos: Chaos, specs: list[Spec], submissions: int, clients: int) -> Non
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    return threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,10 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         run_faults(chaos, specs, args.kills, restarts, args.jobs, args.active)
         if args.submissions:
             stamp(f"load: {args.submissions} submissions, {args.clients} clients")
-            faults = threading.Thread(target=chaos.inject, args=(args.load_kills, restarts[:2]), daemon=True)
-            faults.start()
-            load(chaos, specs, args.submissions, args.clients)
-            faults.join()
+            clients = load(chaos, specs, args.submissions, args.clients)
+            chaos.inject(args.load_kills, restarts[:2])  # the main thread: see restart_redis
+            for t in clients:
+                t.join()
         chaos.wait_all(args.timeout)
         report = chaos.verify(specs, refs)
         chaos.check_consumers(CHAOS_ENV["VIDPOSE_WORKER_TTL_S"])
