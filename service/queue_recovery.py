@@ -81,7 +81,14 @@ class Recovery:
 
     def note_held(self, worker_id: str, jobs: int) -> None:
         """How many jobs this worker holds (its heartbeat): what a strike is shared by if it dies."""
-        self.q.r.set(f"{self.q.prefix}:held:{worker_id}", int(jobs), ex=HELD_TTL_S)
+        self.q.r.set(self._held_key(worker_id), int(jobs), ex=HELD_TTL_S)
+
+    def forget(self, worker_id: str) -> None:
+        """A worker that stops cleanly has requeued or finished what it held: its count can go."""
+        self.q.r.delete(self._held_key(worker_id))
+
+    def _held_key(self, worker_id: str) -> str:
+        return f"{self.q.prefix}:held:{worker_id}"
 
     def stored_frames(self, job_id: str) -> set[int]:
         """Indices of the result frames already stored for this job (a resumed job skips them)."""

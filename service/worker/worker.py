@@ -322,6 +322,7 @@ class Worker:
             self.batcher.stop()
             try:
                 self.queue.deregister(self.worker_id)
+                self.recovery.forget(self.worker_id)
             except Exception as e:  # Redis already gone: its registration expires by TTL anyway
                 log.warning("deregister failed: %s", e)
             if self.http:
