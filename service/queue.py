@@ -426,7 +426,7 @@ class JobQueue:
         Returns True if the job was re-queued (False: it had finished or been cancelled;
         the entry is acked either way).
         """
-        ok = self._requeue(keys=[self.job_key(job_id), self.stream_key(model)],
+        ok = self._requeue(keys=[self.job_key(job_id), self.stream_key(model), self.frames_key(job_id)],
                            args=[GROUP, entry_id, job_id])
         return bool(int(ok))
 

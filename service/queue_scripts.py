@@ -98,13 +98,57 @@ if st then return {changed, st} end
 return {changed, ''}
 """
 
-# KEYS: job, stream   ARGV: group, old_entry_id, job_id
+# KEYS: job, stream, frames   ARGV: group, old_entry_id, job_id
+# Idempotent: run twice (a retry after a lost reply), the second run finds entry_id changed and adds
+# nothing. `mark` = frames stored when the new delivery begins (see STRIKE_LUA).
 REQUEUE_LUA = """
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[2], ARGV[2])
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'queued' and st ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'entry_id') ~= ARGV[2] then return 1 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[3])
-redis.call('HSET', KEYS[1], 'status', 'queued', 'entry_id', entry, 'worker', '')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'entry_id', entry, 'worker', '',
+           'mark', redis.call('HLEN', KEYS[3]))
 return 1
+"""
+
+# A worker took the job's entry over from a dead one (XAUTOCLAIM). `mark` holds the frames stored when the
+# dead worker's delivery began. It stored frames: the strikes are cleared. It stored none: a strike,
+# shared by the jobs that worker held (`P:held:{worker}`, from its heartbeats), 1/N each.
+# KEYS: job, frames   ARGV: prefix   Returns the job's strikes as a string ('-1': no longer queued/running).
+STRIKE_LUA = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'queued' and st ~= 'running' then return '-1' end
+local stored = redis.call('HLEN', KEYS[2])
+local strikes = tonumber(redis.call('HGET', KEYS[1], 'strikes') or '0')
+if stored > tonumber(redis.call('HGET', KEYS[1], 'mark') or '0') then
+  strikes = 0
+else
+  local held = 1
+  local w = redis.call('HGET', KEYS[1], 'worker')
+  if w and w ~= '' then held = tonumber(redis.call('GET', ARGV[1] .. ':held:' .. w) or '1') end
+  strikes = strikes + 1 / math.max(1, held)
+end
+local text = string.format('%.4f', strikes)
+redis.call('HSET', KEYS[1], 'strikes', text, 'mark', stored)
+return text
+"""
+
+# Remove a consumer from the group if it is dead: no heartbeat since ARGV[3] (or none at all), idle in the
+# group longer than ARGV[4] ms, and nothing pending (XGROUP DELCONSUMER would drop pending entries: the
+# check and the delete must be one step). KEYS: stream, workers zset   ARGV: group, consumer, cutoff, idle_ms
+DELCONSUMER_LUA = """
+local beat = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if beat and tonumber(beat) > tonumber(ARGV[3]) then return 0 end
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] == ARGV[2] then
+    if tonumber(f['pending']) ~= 0 or tonumber(f['idle']) <= tonumber(ARGV[4]) then return 0 end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
 """

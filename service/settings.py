@@ -98,8 +98,11 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(4, gt=0, description="Jobs one worker holds (decodes and batches) at once.")
     worker_reclaim_idle_ms: int = Field(60000, gt=0, description="A job pending this long on a silent "
                                         "worker is reclaimed (XAUTOCLAIM) by another worker (ms).")
-    worker_max_deliveries: int = Field(3, gt=0, description="A job delivered more times than this goes to "
-                                       "the dead-letter stream and ends failed.")
+    worker_max_deliveries: int = Field(3, gt=0, description="A job whose workers died this many times "
+                                       "without storing a result frame of it goes to the dead-letter stream "
+                                       "and ends failed (a death is shared by the jobs its worker held; a "
+                                       "stored frame clears the count; Redis outages never count; "
+                                       "docs/architecture.md).")
     worker_heartbeat_s: float = Field(2.0, gt=0, description="Seconds between worker heartbeats.")
     worker_ttl_s: float = Field(10, gt=0, description="A worker without a heartbeat for this long is "
                                 "considered dead (readyz, models).")

@@ -9,7 +9,14 @@ thread (releasing the windows' crop pins there: no lock), and turns them
 into result frames, written (idempotent HSET per frame) as soon as every person
 in a frame is done. Outcomes: succeeded, failed (invalid_video, invalid_options,
 internal_error), cancelled (client), requeued (worker draining), lost (another
-worker took the entry over).
+worker took the entry over, or Redis stayed away past a drain: the entry stays
+pending and is reclaimed).
+
+Redis outages never fail a job: every Redis call of the job waits for Redis to come
+back (queue_recovery.through_outages). A job taken over from a dead worker resumes:
+the frames already stored are skipped (their windows are not run); detection and
+tracking still run from frame 0 so track ids and the windows next to the resume
+point come out as in an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pydantic import ValidationError
 
 from service import contract
 from service.metrics import FRAMES_PROCESSED, JOB_DURATION, JOB_QUEUE_WAIT, JOBS_FINISHED
+from service.queue_recovery import REDIS_DOWN, Recovery, through_outages
 from service.worker.boxes import InvalidOptions
 from service.worker.people import people_source
 from service.worker.pipeline import to_instance
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 FLUSH_FRAMES = 64  # write results at least every this many finished frames ...
 FLUSH_S = 0.25  # ... or this often
 CANCEL_CHECK_S = 0.1  # how often a running job polls its status for a client cancel (one HGET)
+REQUEUE_WAIT_S = 10.0  # a draining worker waits this long for Redis to requeue a job, then leaves it pending
 
 
 class _Stop(Exception):
@@ -92,6 +101,8 @@ class JobRun:
         self._last_flush = time.monotonic()
         self._last_cancel_check = time.monotonic()
         self.frames_written = 0
+        self.frames_resumed = 0  # frames a previous attempt stored, skipped by this one
+        self._stored: set[int] = set()
         self.started = time.monotonic()
         self.width = self.height = 0
 
@@ -124,6 +135,9 @@ class JobRun:
             status, code, message = "failed", InvalidVideo.code, str(e)
         except InvalidOptions as e:
             status, code, message = "failed", InvalidOptions.code, str(e)
+        except REDIS_DOWN as e:  # only once aborted (drain, entry lost): never fail the job for it
+            log.warning("job %s: stopped while redis is unreachable (%s)", self.job_id, e)
+            status = self._abort_reason
         except Exception as e:  # a bug or a broken model: fail the job, keep the worker
             log.exception("job %s failed", self.job_id)
             status, code, message = "failed", "internal_error", f"{type(e).__name__}: {e}"
@@ -131,15 +145,17 @@ class JobRun:
             self._wind_down()
         try:
             self._conclude(status, code, message)
-        except Exception:  # Redis gone: leave the entry pending; another worker reclaims it
+        except Exception:  # Redis gone past a drain (or a bug): leave the entry pending; a worker reclaims it
             log.exception("job %s: could not record outcome %s", self.job_id, status)
             self.outcome = "lost"
 
     def _conclude(self, status: str, code: str, message: str) -> None:
         q = self.queue
         if status == "requeued":
-            self._flush(force=True)
-            q.requeue(self.job_id, self.model, self.entry_id)
+            give_up = time.monotonic() + REQUEUE_WAIT_S
+            stop = lambda: time.monotonic() > give_up  # noqa: E731
+            self._flush(force=True, stop=stop)
+            self._redis(q.requeue, self.job_id, self.model, self.entry_id, stop=stop)
             self.outcome = "requeued"
             log.info("job %s requeued (worker draining)", self.job_id)
             return
@@ -147,12 +163,11 @@ class JobRun:
             self.outcome = "lost"
             log.warning("job %s was taken over by another worker", self.job_id)
             return
-        if status == "succeeded":
-            changed = q.finish(self.job_id, self.model, self.entry_id, "succeeded")
-        elif status == "cancelled":
-            changed = q.finish(self.job_id, self.model, self.entry_id, "cancelled")
+        if status in ("succeeded", "cancelled"):
+            changed = self._redis(q.finish, self.job_id, self.model, self.entry_id, status)
         else:
-            changed = q.finish(self.job_id, self.model, self.entry_id, "failed", code, message[:1000])
+            changed = self._redis(q.finish, self.job_id, self.model, self.entry_id, "failed", code,
+                                  message[:1000])
         if changed:
             JOBS_FINISHED.labels(status).inc()
             JOB_DURATION.labels(self.model).observe(time.monotonic() - self.started)
@@ -177,9 +192,14 @@ class JobRun:
         return (options.stored(), eng.window, eng.decode_options(options.diffusion_steps, options.hypotheses),
                 max_frames)
 
+    def _redis(self, fn, *args, stop=None, **kwargs):
+        """A queue call that waits out Redis outages (until the job is aborted, or `stop()`)."""
+        return through_outages(fn, *args, stop=stop or self._abort.is_set, what=f"job {self.job_id}",
+                               **kwargs)
+
     def _run(self) -> tuple[str, str, str]:
         q = self.queue
-        job = q.get_job(self.job_id)
+        job = self._redis(q.get_job, self.job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return "cancelled", "", ""  # cancelled or expired before we started: just ack the entry
         options, window, dopts, max_frames = self._options(job["options"])
@@ -190,8 +210,12 @@ class JobRun:
         with VideoReader(blob, max_frames) as reader:
             info = reader.info
             self.width, self.height = info.width, info.height
-            if not q.start(self.job_id, self.ctx.worker_id, info.frames, info.to_dict()):
+            if not self._redis(q.start, self.job_id, self.ctx.worker_id, info.frames, info.to_dict()):
                 return "cancelled", "", ""
+            self._stored = self._redis(Recovery(q).stored_frames, self.job_id)
+            if self._stored:
+                log.info("job %s resumes: %d of %d frames already stored", self.job_id, len(self._stored),
+                         info.frames)
             if job.get("created_at"):
                 JOB_QUEUE_WAIT.labels(self.model).observe(max(0.0, time.time() - job["created_at"]))
             builder = WindowBuilder(self.job_id, window, self.engine.input_spec,
@@ -205,12 +229,12 @@ class JobRun:
                     pending = []
             if pending:
                 self._add_frames(builder, people_for, pending)
-            self._submit(builder.finish())
+            self._submit(self._unstored(builder.finish()))
             n = reader.frames_read
         if n != info.frames:  # the container's count was off: the decoded count is the truth
             log.info("job %s: container said %d frames, decoded %d", self.job_id, info.frames, n)
             fixed = {**info.to_dict(), "frames": n}
-            q.set_frames_total(self.job_id, n, fixed)
+            self._redis(q.set_frames_total, self.job_id, n, fixed)
         while self._inflight > 0 or self._ready:
             self._pump(block=True)
             self._flush(force=self._inflight == 0)
@@ -224,13 +248,29 @@ class JobRun:
         self._check_stop()
         boxes = people_for.boxes([f.index for f in frames], [f.rgb for f in frames])
         for frame, people in zip(frames, boxes, strict=True):
-            self._slots[frame.index] = _FrameSlot(frame.timestamp_s, len(people))
-            if not people:
+            stored = frame.index in self._stored
+            self._slots[frame.index] = _FrameSlot(frame.timestamp_s, 0 if stored else len(people))
+            if stored:
+                self.frames_resumed += 1
+            elif not people:
                 self._frame_ready(frame.index)
-            self._submit(builder.add_frame(frame.index, frame.rgb, people))
+            self._submit(self._unstored(builder.add_frame(frame.index, frame.rgb, people)))
             self._pump(block=False)
             while self._inflight >= self.max_inflight:
                 self._pump(block=True)
+
+    def _unstored(self, windows: list[Window]) -> list[Window]:
+        """The windows whose key frame is not stored yet; the others are released unrun (their crops are
+        then encoded only if a window still to run needs them)."""
+        if not self._stored:
+            return windows
+        keep = []
+        for w in windows:
+            if w.key_frame in self._stored:
+                self._builder.release(w)
+            else:
+                keep.append(w)
+        return keep
 
     def _submit(self, windows: list[Window]) -> None:
         if windows:
@@ -274,13 +314,13 @@ class JobRun:
             for w in windows:
                 self._builder.release(w)
 
-    def _flush(self, force: bool = False) -> None:
+    def _flush(self, force: bool = False, stop=None) -> None:
         if not self._ready:
             return
         if not force and len(self._ready) < FLUSH_FRAMES and time.monotonic() - self._last_flush < FLUSH_S:
             return
+        self._redis(self.queue.write_frames, self.job_id, self._ready, stop=stop)
         frames, self._ready = self._ready, {}
-        self.queue.write_frames(self.job_id, frames)
         self.frames_written += len(frames)
         FRAMES_PROCESSED.labels(self.model).inc(len(frames))
         self._last_flush = time.monotonic()
@@ -291,7 +331,7 @@ class JobRun:
         now = time.monotonic()
         if now - self._last_cancel_check >= CANCEL_CHECK_S:
             self._last_cancel_check = now
-            if self.queue.is_cancelled(self.job_id):
+            if self._redis(self.queue.is_cancelled, self.job_id):
                 raise _Stop("cancelled")
 
     def _wind_down(self) -> None:

@@ -37,6 +37,7 @@ from service.metrics import (
     WORKER_UP,
 )
 from service.queue import JobQueue
+from service.queue_recovery import REDIS_DOWN, Recovery, through_outages
 from service.settings import Settings
 from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
@@ -92,6 +93,7 @@ class Worker:
             redis_client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         self.redis = redis_client
         self.queue = JobQueue(redis_client, settings)
+        self.recovery = Recovery(self.queue)
         self.engines: dict[str, Engine] = {}
         self.detectors = DetectorPool(settings)  # person detectors, shared by the jobs this worker holds
         self.runs: dict[tuple[str, str], JobRun] = {}  # (model, entry_id) -> run
@@ -105,6 +107,7 @@ class Worker:
             observe=self._observe)
         self.job_context = JobContext(self.queue, self.batcher, settings, self.detectors, self.worker_id)
         self._last_reclaim = 0.0
+        self._last_sweep = 0.0
         self.jobs_done = 0
 
     # -- setup -------------------------------------------------------------------------------
@@ -171,6 +174,7 @@ class Worker:
 
     def _heartbeat_once(self) -> None:
         self.queue.heartbeat(self.worker_id, self.info())
+        self.recovery.note_held(self.worker_id, len(self.runs))
         WORKER_HEARTBEAT.set(time.time())
         self._touch_held()
 
@@ -200,29 +204,43 @@ class Worker:
                 self.jobs_done += 1
 
     def _take(self, entries: list[tuple[str, str, str]], reclaimed: bool) -> None:
+        if entries:  # before the runs start: if this worker dies, a strike is shared by all it held
+            self._redis(self.recovery.note_held, self.worker_id, len(self.runs) + len(entries))
         for model, entry_id, job_id in entries:
             if (model, entry_id) in self.runs:
                 continue  # our own entry came back through XAUTOCLAIM: we still run it
-            if reclaimed:
-                n = self.queue.deliveries(model, entry_id)
-                if n > self.settings.worker_max_deliveries:
-                    reason = f"delivered {n} times (max {self.settings.worker_max_deliveries})"
-                    if self.queue.dead_letter(job_id, model, entry_id, reason):
+            if reclaimed:  # taken over from a dead worker: a strike unless its attempt stored frames
+                strikes = self._redis(self.recovery.strike, job_id)
+                limit = self.settings.worker_max_deliveries
+                if strikes >= limit - 1e-3:
+                    reason = (f"its workers died without storing a frame of it: {strikes:g} strikes "
+                              f"(worker_max_deliveries {limit})")
+                    if self._redis(self.queue.dead_letter, job_id, model, entry_id, reason):
                         JOBS_FINISHED.labels("failed").inc()
                     log.warning("job %s dead-lettered: %s", job_id, reason)
                     continue
-                log.info("job %s reclaimed from a dead worker (entry %s)", job_id, entry_id)
+                log.info("job %s reclaimed from a dead worker (entry %s, strikes %g)", job_id, entry_id,
+                         max(strikes, 0))
             run = JobRun(self.job_context, self.engines[model], entry_id, job_id)
             with self._runs_lock:
                 self.runs[(model, entry_id)] = run
             run.start()
 
+    def _redis(self, fn, *args, **kwargs):
+        """A queue call of the claim loop that waits out Redis outages (until the worker stops): an
+        entry taken must reach a run, or its strike would be counted again at the next reclaim."""
+        return through_outages(fn, *args, stop=self.stopping.is_set, what=f"worker {self.worker_id}",
+                               **kwargs)
+
     def _claim_once(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep >= self.settings.worker_ttl_s:  # consumer-group hygiene
+            self._last_sweep = now
+            self.recovery.remove_dead_consumers(self.models)
         free = self.settings.worker_max_jobs - len(self.runs)
         if free <= 0:
             time.sleep(0.05)
             return
-        now = time.monotonic()
         # Look for entries of dead workers a few times per reclaim period.
         if now - self._last_reclaim >= min(1.0, self.settings.worker_reclaim_idle_ms / 4000.0):
             self._last_reclaim = now
@@ -290,7 +308,10 @@ class Worker:
                 try:
                     self._reap()
                     self._claim_once()
-                except Exception:  # Redis hiccup: keep the worker alive, retry shortly
+                except REDIS_DOWN as e:  # Redis restarting: keep the worker and its jobs, retry shortly
+                    log.warning("claim loop: redis unreachable (%s)", e)
+                    self.stopping.wait(0.2)
+                except Exception:
                     log.exception("claim loop error")
                     self.stopping.wait(1.0)
         finally:
@@ -301,6 +322,7 @@ class Worker:
             self.batcher.stop()
             try:
                 self.queue.deregister(self.worker_id)
+                self.recovery.forget(self.worker_id)
             except Exception as e:  # Redis already gone: its registration expires by TTL anyway
                 log.warning("deregister failed: %s", e)
             if self.http:

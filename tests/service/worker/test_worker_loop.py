@@ -242,6 +242,7 @@ def test_drain_requeues_unfinished_job(q_and_settings, long_clip):
     assert j["status"] == "queued" and j["entry_id"] != old_entry
     assert q.r.xpending(q.stream_key("test-model"), GROUP)["pending"] == 0
     assert q.live_workers() == []  # deregistered
+    assert not q.r.keys(f"{s.key_prefix}:held:*")  # and its held-jobs count is gone
     with Running(s):  # another worker picks the requeued job up and finishes it
         assert wait_status(q, job, {"succeeded", "failed"}, timeout=120)["status"] == "succeeded"
     check_frames(q, job, 240, 160, 96)
