@@ -44,6 +44,9 @@ class PoseModelConfig:
     # and added) or "gated" (also per-pixel, per-frame gates from the same features that borrow the
     # neighbours' own stride-4 features: fine detail at a coarse scan's cost); both zero-initialised
     temporal_fusion: str = "add"
+    # decoding: a joint the single-frame branch itself scores >= this keeps its single-frame keypoint;
+    # the temporal keypoint replaces the joints the key frame alone is unsure of (> 1: always temporal)
+    single_frame_keep_score: float = 2.0
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2

@@ -197,12 +197,21 @@ class PoseModel(nn.Module):
     def decode_keypoints(self, out: dict, base: bool = False) -> torch.Tensor:
         """decode_windows' output -> (B, K, 3) float32: x, y in heatmap cells (sub-pixel) and score.
 
-        base=True decodes the single-frame branch. Decoded in float32 whatever the dtype: bf16
+        base=True decodes the single-frame branch. With cfg.single_frame_keep_score <= 1, a joint the
+        single-frame branch scores at least that keeps its single-frame keypoint (and score); the others
+        take the temporal one. Decoded in float32 whatever the dtype: bf16
         cannot hold sub-pixel coordinates (its step is 0.25 between 32 and 64).
         """
+        single = None
+        if base or (self.cfg.temporal and self.cfg.single_frame_keep_score <= 1.0):
+            single = self.keypoint_head.decode(out["base_heatmaps"].float(), out["base_prediction"])
         if base:
-            return self.keypoint_head.decode(out["base_heatmaps"].float(), out["base_prediction"])
-        return self.keypoint_head.decode(out["heatmaps"].float(), out["prediction"])
+            return single
+        kps = self.keypoint_head.decode(out["heatmaps"].float(), out["prediction"])
+        if single is not None:  # keep the joints the key frame alone is sure of (cfg.single_frame_keep_score)
+            keep = single[..., 2:3] >= self.cfg.single_frame_keep_score
+            kps = torch.where(keep, single, kps)
+        return kps
 
     def keypoint_spread(self, out: dict) -> torch.Tensor | None:
         """Per-joint uncertainty from the K diffusion hypotheses: (B, K_joints) float32, the root mean

@@ -26,6 +26,7 @@ class TrainConfig:
     val_data: list[str] = field(default_factory=list)
     sigma: float = 3.0
     augment: bool = True
+    corrupt_prob: float = 0.75  # features:CACHE data: share of training windows whose key frame is corrupted
     num_workers: int = 2
 
     # optimisation

@@ -19,7 +19,7 @@ from model.config import PoseModelConfig
 
 
 def build_dataset(spec: str, cfg: PoseModelConfig, train: bool, sigma: float = 3.0,
-                  augment: bool = True, seed: int | None = None) -> Dataset:
+                  augment: bool = True, seed: int | None = None, corrupt_prob: float = 0.75) -> Dataset:
     from training import datasets as ds
     from training.transforms import AugmentConfig
 
@@ -35,7 +35,7 @@ def build_dataset(spec: str, cfg: PoseModelConfig, train: bool, sigma: float = 3
     if kind == "clips":
         return ds.ClipsDataset(Path(rest), cfg, train, sigma, split=split, **kwargs)
     if kind == "features":
-        return ds.CachedFeatureWindows(Path(rest), cfg, train, seed=seed)
+        return ds.CachedFeatureWindows(Path(rest), cfg, train, corrupt_prob=corrupt_prob, seed=seed)
     if kind in ("posetrack", "coco"):
         ann, sep, root = rest.rpartition(":")
         if not sep:
@@ -47,12 +47,12 @@ def build_dataset(spec: str, cfg: PoseModelConfig, train: bool, sigma: float = 3
 
 
 def build_datasets(specs: list[str], cfg: PoseModelConfig, train: bool, sigma: float = 3.0,
-                   augment: bool = True, seed: int | None = None) -> Dataset:
+                   augment: bool = True, seed: int | None = None, corrupt_prob: float = 0.75) -> Dataset:
     if not specs:
         raise ValueError("no data given")
     from training.datasets.layouts import same_layout
 
-    parts = [build_dataset(s, cfg, train, sigma, augment, seed) for s in specs]
+    parts = [build_dataset(s, cfg, train, sigma, augment, seed, corrupt_prob) for s in specs]
     for spec, part in zip(specs, parts):
         if len(part) == 0:
             raise ValueError(f"data spec {spec!r} has no samples for the {'train' if train else 'val'} split")

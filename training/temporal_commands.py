@@ -56,6 +56,9 @@ def register(sub) -> None:
     p.add_argument("--drop", type=float, default=0.8,
                    help="natural occlusion: frames whose teacher confidence falls below DROP x that of the "
                         "frames 2 before and after (training/evaluate/natural_occlusion.py)")
+    p.add_argument("--sweep-keep-score", action="store_true",
+                   help="instead: PCK on clean/corrupted key frames for candidate single_frame_keep_score "
+                        "values (run it on a training cache, not the held-out one)")
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.set_defaults(func=_eval_temporal)
 
@@ -96,6 +99,19 @@ def _eval_temporal(args) -> int:
         return 2
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     data.kinds = parts[0].kinds
+    if args.sweep_keep_score:
+        from training.evaluate.temporal_eval import keep_score_sweep
+
+        grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0]
+        sweep = keep_score_sweep(model, data, grid, batch_size=args.batch_size)
+        print("| single_frame_keep_score | clean | corrupted |\n|---|---|---|")
+        for tau, row in sweep.items():
+            nan = float("nan")
+            print(f"| {tau} | {row.get('clean', nan):.1f} | {row.get('corrupted', nan):.1f} |")
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump({"checkpoint": args.checkpoint, "caches": args.cache, "sweep": sweep}, fh, indent=1)
+        return 0
     settings = {"temporal": (0, 1)}
     if cfg.diffusion:
         settings.update({"temporal+diff K=1": (args.steps, 1),

@@ -120,7 +120,7 @@ class Trainer:
         self.model = build_model(tc).to(self.device)
         cfg = self.model.cfg
         self.train_set = build_datasets(tc.train_data, cfg, train=True, sigma=tc.sigma, augment=tc.augment,
-                                        seed=tc.seed)
+                                        seed=tc.seed, corrupt_prob=tc.corrupt_prob)
         self.val_set = (build_datasets(tc.val_data, cfg, train=False, sigma=tc.sigma, augment=False)
                         if tc.val_data else None)
 

@@ -300,3 +300,21 @@ def test_optimizer_groups_honour_no_weight_decay():
     assert marked and all(id(dict(model.named_parameters())[n]) in ids for n in marked)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"])
+
+
+def test_single_frame_keep_score_mixes_per_joint():
+    torch.manual_seed(0)
+    model = _train_like(PoseModel(small_cfg(diffusion=False))).eval()
+    with torch.no_grad():
+        out = model(_frames(2))
+        temporal = model.decode_keypoints(out)  # default 2.0: always the temporal keypoints
+        single = model.decode_keypoints(out, base=True)
+        assert not torch.equal(temporal, single)
+        model.cfg = model.cfg.replace(single_frame_keep_score=0.0)  # every joint keeps its single-frame one
+        assert torch.equal(model.decode_keypoints(out), single)
+        tau = float(single[..., 2].median())
+        model.cfg = model.cfg.replace(single_frame_keep_score=tau)
+        mixed = model.decode_keypoints(out)
+    keep = single[..., 2] >= tau
+    assert keep.any() and (~keep).any()
+    assert torch.equal(mixed[keep], single[keep]) and torch.equal(mixed[~keep], temporal[~keep])

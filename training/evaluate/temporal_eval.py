@@ -115,3 +115,41 @@ def format_table(result: dict) -> str:
                      f"(n={s['n_right']}), "
                      f"on wrong joints {s['wrong']} (n={s['n_wrong']})")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def keep_score_sweep(model, dataset, grid: list[float], batch_size: int = 64,
+                     device: str | torch.device = "cpu") -> dict[float, dict[str, float]]:
+    """PCK@0.1 (%) on clean and corrupted key frames for each candidate single_frame_keep_score:
+    joints the single-frame branch scores >= it keep the single-frame keypoint, the others take the
+    temporal one (no diffusion). Pick the value on windows the held-out split does not contain."""
+    model.eval()
+    saved = model.cfg
+    model.cfg = saved.replace(single_frame_keep_score=2.0)  # raw temporal keypoints; mixed below
+    groups: dict[str, list] = defaultdict(list)
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+            feats = batch["features"].to(device)
+            f4_clean = model.keypoint_head.pyramid(batch["clean_key"].to(device))[2]
+            clean_pred = model.keypoint_head.predict(f4_clean)
+            teacher = model.keypoint_head.decode(clean_pred["heatmaps"], clean_pred)
+            out = model.decode_windows(feats, diffusion_steps=0)
+            temporal, single = model.decode_keypoints(out), model.decode_keypoints(out, base=True)
+            w = batch["target_weight"].to(device) > 0
+            thr = batch["pck_threshold"].to(device)
+            for i, k in enumerate(batch["kind"]):
+                group = "clean" if k < 0 else "corrupted"
+                groups[group].append((temporal[i], single[i], teacher[i], w[i], thr[i]))
+    finally:
+        model.cfg = saved
+    result = {}
+    for tau in grid:
+        row = {}
+        for group, items in groups.items():
+            ok = []
+            for temporal, single, teacher, w, thr in items:
+                mixed = torch.where(single[:, 2:3] >= tau, single, temporal)
+                ok.append(_correct(mixed[None], teacher[None], thr[None])[0][w])
+            row[group] = round(100.0 * float(torch.cat(ok).float().mean()), 2)
+        result[tau] = row
+    return result
