@@ -133,6 +133,9 @@ def _register_train_export(sub) -> None:
     p.add_argument("--diffusion-steps", type=int, default=None,
                    help="the served default S (0 = diffusion off unless a job asks for it)")
     p.add_argument("--hypotheses", type=int, default=None, help="the served default K")
+    p.add_argument("--keep-score", type=float, default=None,
+                   help="single_frame_keep_score: joints the single-frame branch scores >= this keep its "
+                        "keypoint (pick it with `vidpose eval-temporal --sweep-keep-score` on training data)")
     p.set_defaults(func=_export)
 
 
@@ -185,7 +188,8 @@ def _export(args) -> int:
 
     try:
         extra = {"description": args.description} if args.description else None
-        pairs = (("diffusion_steps", args.diffusion_steps), ("hypotheses", args.hypotheses))
+        pairs = (("diffusion_steps", args.diffusion_steps), ("hypotheses", args.hypotheses),
+                 ("single_frame_keep_score", args.keep_score))
         decode = {k: v for k, v in pairs if v is not None}
         path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra, fp16=args.fp16,
                           decode_defaults=decode)

@@ -16,7 +16,8 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 
 def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None, fp16: bool = False,
                decode_defaults: dict | None = None) -> Path:
-    """decode_defaults: the served defaults of diffusion_steps / hypotheses (jobs may still override);
+    """decode_defaults: the served defaults of diffusion_steps / hypotheses (jobs may still override) and
+    single_frame_keep_score (decoding, model.config);
     fp16: floating tensors stored as float16."""
     run = Path(run_dir)
     src = run / f"{which}.safetensors"
@@ -27,9 +28,10 @@ def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None =
         else:
             raise FileNotFoundError(f"{src} not found: is {run} a `vidpose train` run directory?")
     model, meta = load_checkpoint(src)
-    unknown = set(decode_defaults or {}) - {"diffusion_steps", "hypotheses"}
+    unknown = set(decode_defaults or {}) - {"diffusion_steps", "hypotheses", "single_frame_keep_score"}
     if unknown:
-        raise ValueError(f"only diffusion_steps and hypotheses can change at export, not {sorted(unknown)}")
+        raise ValueError("only diffusion_steps, hypotheses and single_frame_keep_score can change at export, "
+                         f"not {sorted(unknown)}")
     if decode_defaults:
         model.cfg = model.cfg.replace(**decode_defaults)
     info = dict(meta.get("info") or {})
