@@ -6,7 +6,9 @@ Data model (P = settings.key_prefix):
   stream's length is the number of jobs queued or in progress for that model.
 - hash `P:job:{id}`: status, owner, model, options (compact JSON), fingerprint (sha256 of the
   request body, for Idempotency-Key reuse), blob, entry_id, created_at,
-  started_at, finished_at, frames_total, frames_done, video (JSON), error_code,
+  started_at, finished_at, frames_total, frames_done (frames whose poses are stored),
+  frames_detected (frames decoded with their people detected and tracked, by the current attempt:
+  reset to 0 when a worker starts or resumes the job), video (JSON), error_code,
   error_message, worker, deliveries, backlog (frames this job holds in the backlog
   counter; zeroed when it is released, which makes the release exactly-once).
 - hash `P:job:{id}:frames`: frame_index -> JSON of one result frame. HSET per
@@ -30,7 +32,15 @@ import secrets
 import time
 from typing import Any
 
-from service.queue_scripts import FINISH_LUA, REQUEUE_LUA, SET_TOTAL_LUA, START_LUA, SUBMIT_LUA, WRITE_LUA
+from service.queue_scripts import (
+    DETECTED_LUA,
+    FINISH_LUA,
+    REQUEUE_LUA,
+    SET_TOTAL_LUA,
+    START_LUA,
+    SUBMIT_LUA,
+    WRITE_LUA,
+)
 from service.settings import Settings
 
 GROUP = "workers"
@@ -39,8 +49,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 DEAD_MAXLEN = 10000  # dead-letter stream keeps about this many entries
 # Job hash fields but the options: what status reads fetch (get_job(with_options=False)).
 _SUMMARY_FIELDS = ("status", "owner", "model", "fingerprint", "blob", "entry_id", "created_at", "started_at",
-                   "finished_at", "frames_total", "frames_done", "video", "error_code", "error_message",
-                   "worker", "deliveries")
+                   "finished_at", "frames_total", "frames_done", "frames_detected", "video", "error_code",
+                   "error_message", "worker", "deliveries")
 
 def _s(value: Any) -> Any:
     """bytes -> str (the client may or may not decode responses)."""
@@ -67,6 +77,7 @@ class JobQueue:
         self._start = self.r.register_script(START_LUA)
         self._set_total = self.r.register_script(SET_TOTAL_LUA)
         self._write = self.r.register_script(WRITE_LUA)
+        self._detected = self.r.register_script(DETECTED_LUA)
         self._finish = self.r.register_script(FINISH_LUA)
         self._requeue = self.r.register_script(REQUEUE_LUA)
 
@@ -121,7 +132,8 @@ class JobQueue:
             "status": "queued", "owner": owner, "model": model, "options": options,
             "fingerprint": fingerprint, "blob": blob, "created_at": repr(time.time()), "started_at": "",
             "finished_at": "",
-            "frames_total": int(frames_total), "frames_done": 0, "video": json.dumps(video),
+            "frames_total": int(frames_total), "frames_done": 0, "frames_detected": 0,
+            "video": json.dumps(video),
             "error_code": "", "error_message": "", "worker": "", "deliveries": 0,
         }
         flat: list[Any] = []
@@ -208,6 +220,7 @@ class JobQueue:
             "finished_at": _float_or_none(h.get("finished_at")),
             "frames_total": int(h.get("frames_total") or 0),
             "frames_done": int(h.get("frames_done") or 0),
+            "frames_detected": int(h.get("frames_detected") or 0),
             "video": json.loads(h["video"]) if h.get("video") else {},
             "error_code": h.get("error_code") or None,
             "error_message": h.get("error_message") or None,
@@ -354,16 +367,22 @@ class JobQueue:
                              args=[int(frames_total), json.dumps(video)])
         return bool(int(ok))
 
-    def write_frames(self, job_id: str, frames: dict[int, dict]) -> int:
-        """Store result frames (idempotent per frame) and return frames_done.
+    def write_frames(self, job_id: str, frames: dict[int, dict], frames_detected: int | None = None) -> int:
+        """Store result frames (idempotent per frame) and return frames_done; with `frames_detected`,
+        record the detection progress in the same step (so it is never behind the frames written).
 
         Writes nothing unless the job is running (a cancelled job keeps what it had);
         returns the job's frames_done either way.
         """
-        flat: list[Any] = []
+        flat: list[Any] = ["" if frames_detected is None else int(frames_detected)]
         for idx, frame in frames.items():
             flat += [str(int(idx)), json.dumps(frame, separators=(",", ":"))]
         return int(self._write(keys=[self.job_key(job_id), self.frames_key(job_id)], args=flat))
+
+    def set_frames_detected(self, job_id: str, n: int) -> bool:
+        """Record how many frames the running job has decoded and found the people of (detected and
+        tracked, or looked up in the client's boxes). False unless the job is running."""
+        return bool(int(self._detected(keys=[self.job_key(job_id)], args=[int(n)])))
 
     def is_cancelled(self, job_id: str) -> bool:
         """True when the client cancelled the job, or the job no longer exists."""

@@ -27,7 +27,7 @@ local old = tonumber(redis.call('HGET', KEYS[1], 'backlog') or '0')
 local new = tonumber(ARGV[2])
 redis.call('INCRBY', KEYS[2], new - old)
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'frames_total', new,
-           'backlog', new, 'video', ARGV[3])
+           'backlog', new, 'video', ARGV[3], 'frames_detected', 0)
 if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then
   redis.call('HSET', KEYS[1], 'started_at', ARGV[4])
 end
@@ -45,17 +45,25 @@ redis.call('HSET', KEYS[1], 'frames_total', new, 'backlog', new, 'video', ARGV[2
 return 1
 """
 
-# KEYS: job, frames   ARGV: field/value...
+# KEYS: job, frames   ARGV: frames_detected ('' = leave it), field/value...
 WRITE_LUA = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return tonumber(redis.call('HGET', KEYS[1], 'frames_done') or '0')
 end
-for i = 1, #ARGV, 1000 do  -- chunks keep unpack() under Lua's stack limit
+for i = 2, #ARGV, 1000 do  -- chunks keep unpack() under Lua's stack limit
   redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local n = redis.call('HLEN', KEYS[2])
 redis.call('HSET', KEYS[1], 'frames_done', n)
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'frames_detected', ARGV[1]) end
 return n
+"""
+
+# KEYS: job   ARGV: frames_detected
+DETECTED_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'frames_detected', ARGV[1])
+return 1
 """
 
 # Terminal transition, shared by finish, cancel and dead_letter.

@@ -105,10 +105,13 @@ def run_estimate(args: argparse.Namespace) -> int:
             job_id = client.submit(clip, options)["job_id"]
             print(f"submitted {clip.name}: job {job_id}", file=sys.stderr)
             with tqdm(total=0, unit="frame", desc=clip.name, file=sys.stderr, dynamic_ncols=True) as bar:
-                def show(job: dict) -> None:
+                def show(job: dict) -> None:  # the bar counts poses; detection runs ahead of it
                     bar.total = job["frames_total"]
                     bar.n = job["frames_done"]
-                    bar.set_postfix_str(job["status"], refresh=False)
+                    detected = job.get("frames_detected", job["frames_done"])
+                    people = (f", people found in {detected}/{job['frames_total']}"
+                              if job["status"] == "running" and detected < job["frames_total"] else "")
+                    bar.set_postfix_str(job["status"] + people, refresh=False)
                     bar.refresh()
 
                 job = client.wait(job_id, poll_s=args.poll, timeout_s=args.timeout or None,

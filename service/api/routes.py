@@ -61,7 +61,9 @@ def _job_view(job: dict, model_info: ModelInfo) -> dict:
         error = {"code": job["error_code"], "message": job["error_message"] or job["error_code"]}
     return {
         "job_id": job["job_id"], "status": job["status"], "progress": round(progress, 4),
-        "frames_total": total, "frames_done": done, "created_at": job["created_at"],
+        "frames_total": total, "frames_done": done,
+        "frames_detected": total if job["status"] == "succeeded" else min(job["frames_detected"], total),
+        "created_at": job["created_at"],
         "started_at": job["started_at"], "finished_at": job["finished_at"],
         "model": {"name": job["model"], "version": model_info.version},
         "error": error,

@@ -39,8 +39,14 @@ class JobView(BaseModel):
     job_id: str
     status: JobStatusName
     progress: float = Field(description="frames_done / frames_total, 0..1")
-    frames_total: int
-    frames_done: int
+    frames_total: int = Field(description="Frames the job processes (the worker's decoded count once it "
+                              "started).")
+    frames_done: int = Field(description="Frames whose poses are estimated and stored (the result so far).")
+    frames_detected: int = Field(
+        description="Frames decoded with their people found (detected and tracked, or looked up in the "
+        "client's boxes): the first stage, which runs ahead of frames_done. Updated per detector batch, at "
+        "most about every 0.5 s; frames_total once the job succeeded. A job resumed after its worker died "
+        "re-runs detection from frame 0, so there it counts up again from 0 and can trail frames_done.")
     created_at: float | None = Field(description="Unix time (seconds)")
     started_at: float | None
     finished_at: float | None

@@ -17,6 +17,13 @@ back (queue_recovery.through_outages). A job taken over from a dead worker resum
 the frames already stored are skipped (their windows are not run); detection and
 tracking still run from frame 0 so track ids and the windows next to the resume
 point come out as in an uninterrupted run.
+
+Progress: frames_done (frames whose poses are stored) goes up with each flush of results; before the
+first windows are ready the job is decoding and detecting, which frames_detected shows: the frames
+whose people this attempt has found (detected and tracked), written after a detector batch at most
+every DETECTED_S, with every flush of results (in the same Lua step, so frames_detected >= frames_done
+on a job run once) and once more when decoding ends. A resumed job counts it up again from 0 (its
+worker re-runs detection from frame 0), so there it can trail the frames stored by the dead worker.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_FRAMES = 64  # write results at least every this many finished frames ...
 FLUSH_S = 0.25  # ... or this often
+DETECTED_S = 0.5  # detection progress (frames_detected) is written at most this often between flushes
 CANCEL_CHECK_S = 0.1  # how often a running job polls its status for a client cancel (one HGET)
 REQUEUE_WAIT_S = 10.0  # a draining worker waits this long for Redis to requeue a job, then leaves it pending
 
@@ -101,6 +109,9 @@ class JobRun:
         self._last_flush = time.monotonic()
         self._last_cancel_check = time.monotonic()
         self.frames_written = 0
+        self.frames_detected = 0  # frames whose people this attempt has found
+        self._detected_reported = 0
+        self._last_detected_write = time.monotonic()
         self.frames_resumed = 0  # frames a previous attempt stored, skipped by this one
         self._stored: set[int] = set()
         self.started = time.monotonic()
@@ -229,6 +240,7 @@ class JobRun:
                     pending = []
             if pending:
                 self._add_frames(builder, people_for, pending)
+            self._report_detected(force=True)
             self._submit(self._unstored(builder.finish()))
             n = reader.frames_read
         if n != info.frames:  # the container's count was off: the decoded count is the truth
@@ -247,6 +259,8 @@ class JobRun:
         """Find the people of a batch of frames (one detector call), then crop them into windows."""
         self._check_stop()
         boxes = people_for.boxes([f.index for f in frames], [f.rgb for f in frames])
+        self.frames_detected += len(frames)
+        self._report_detected()
         for frame, people in zip(frames, boxes, strict=True):
             stored = frame.index in self._stored
             self._slots[frame.index] = _FrameSlot(frame.timestamp_s, 0 if stored else len(people))
@@ -319,11 +333,25 @@ class JobRun:
             return
         if not force and len(self._ready) < FLUSH_FRAMES and time.monotonic() - self._last_flush < FLUSH_S:
             return
-        self._redis(self.queue.write_frames, self.job_id, self._ready, stop=stop)
+        detected = self.frames_detected if self.frames_detected != self._detected_reported else None
+        self._redis(self.queue.write_frames, self.job_id, self._ready, frames_detected=detected, stop=stop)
+        if detected is not None:
+            self._detected_reported = detected
+            self._last_detected_write = time.monotonic()
         frames, self._ready = self._ready, {}
         self.frames_written += len(frames)
         FRAMES_PROCESSED.labels(self.model).inc(len(frames))
         self._last_flush = time.monotonic()
+
+    def _report_detected(self, force: bool = False) -> None:
+        """Write frames_detected when it moved and DETECTED_S passed since the last write (or `force`)."""
+        if self.frames_detected == self._detected_reported:
+            return
+        if not force and time.monotonic() - self._last_detected_write < DETECTED_S:
+            return
+        self._redis(self.queue.set_frames_detected, self.job_id, self.frames_detected)
+        self._detected_reported = self.frames_detected
+        self._last_detected_write = time.monotonic()
 
     def _check_stop(self) -> None:
         if self._abort.is_set():

@@ -393,6 +393,34 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     other_watch.check()
 
 
+def test_progress_view_two_stages(context, stack):
+    """The page's progress rendering for status objects of each stage (progress.js's pure view())."""
+    page = context.new_page()
+    page.goto(stack.url + "/")
+    page.wait_for_function("() => window.VidposeProgress !== undefined")
+    view = lambda job: page.evaluate("job => VidposeProgress.view(job)", job)  # noqa: E731
+    base = {"frames_total": 300, "frames_done": 0, "frames_detected": 0, "progress": 0}
+    assert view({**base, "status": "queued"})["stage"] == "— waiting for a worker"
+    starting = view({**base, "status": "running"})
+    assert starting["stage"].startswith("— decoding") and starting["detectValue"] == 0
+    running = view({**base, "status": "running", "frames_detected": 120, "frames_done": 40,
+                    "progress": 40 / 300})
+    assert running["stage"] == "— people found in 120/300 frames · poses 40/300"
+    assert running["detectText"] == "120 / 300 frames" and running["posesText"] == "40 / 300 frames"
+    assert running["detectValue"] == 0.4 and abs(running["posesValue"] - 40 / 300) < 1e-9
+    detected = view({**base, "status": "running", "frames_detected": 300, "frames_done": 200})
+    assert "found in all frames" in detected["stage"] and detected["detectValue"] == 1
+    done = view({**base, "status": "succeeded", "frames_detected": 300, "frames_done": 300, "progress": 1})
+    assert done["stage"] == "" and done["detectValue"] == done["posesValue"] == 1
+    # The page shows what view() says.
+    page.evaluate("""() => VidposeProgress.show({status: 'running', frames_total: 300, frames_done: 40,
+        frames_detected: 120, progress: 40 / 300}, {detectBar: document.getElementById('detect-progress'),
+        detectText: document.getElementById('detect-text'), jobBar: document.getElementById('job-progress'),
+        jobText: document.getElementById('job-text'), jobStage: document.getElementById('job-stage')})""")
+    assert page.inner_text("#detect-text") == "120 / 300 frames"
+    assert page.inner_text("#job-text") == "40 / 300 frames"
+
+
 def test_api_errors_are_shown(context, stack, tmp_path):
     page = context.new_page()
     watch = PageWatch(page, stack.url)
@@ -426,8 +454,14 @@ def test_cancel_running_job(context, stack, long_clip):
     page.select_option("#detector-select", "full-frame")
     page.set_input_files("#video-input", str(long_clip))
     page.click("#submit-btn")
+    # Two-stage progress: people found (detection) shows while the job runs, ahead of the poses.
     page.wait_for_function("() => document.body.dataset.state === 'running' && "
-                           "!document.getElementById('job-text').textContent.startsWith('0 /')")
+                           "!document.getElementById('detect-text').textContent.startsWith('0 /')")
+    detect_text = page.inner_text("#detect-text")
+    assert detect_text.endswith(" / 900 frames") and int(detect_text.split(" / ")[0]) > 0
+    assert page.evaluate("() => document.getElementById('detect-progress').value") > 0
+    assert "people found in" in page.inner_text("#job-stage")
+    page.wait_for_function("() => !document.getElementById('job-text').textContent.startsWith('0 /')")
     job_id = page.get_attribute("#job-id", "data-job-id")
     page.click("#cancel-btn")
     assert wait_state(page, "cancelled", "succeeded", "error") == "cancelled"

@@ -53,8 +53,12 @@ def test_full_worker_flow_releases_backlog_once_and_acks(q, redis_client):
     assert q.set_frames_total(jid, 4, {"frames": 4}) and q.backlog_frames() == 4
     assert q.set_frames_total(jid, 3, {"width": 64, "height": 48, "fps": 5.0, "frames": 3})
     assert q.backlog_frames() == 3 and q.get_job(jid)["deliveries"] == 1
+    assert q.get_job(jid)["frames_detected"] == 0
+    assert q.set_frames_detected(jid, 2) and q.get_job(jid)["frames_detected"] == 2
     assert q.write_frames(jid, {0: _frame(0), 1: _frame(1)}) == 2
-    assert q.write_frames(jid, {1: _frame(1), 2: _frame(2)}) == 3  # rewrite of frame 1: no duplicate
+    assert q.get_job(jid)["frames_detected"] == 2  # no frames_detected given: left as it was
+    assert q.write_frames(jid, {1: _frame(1), 2: _frame(2)}, frames_detected=3) == 3  # frame 1: no duplicate
+    assert q.get_job(jid, with_options=False)["frames_detected"] == 3
     assert q.get_job(jid)["status"] == "running"
     assert q.finish(jid, MODEL, entry, "succeeded")
     assert not q.finish(jid, MODEL, entry, "failed", "x", "y")  # second finish: no-op
@@ -69,6 +73,7 @@ def test_full_worker_flow_releases_backlog_once_and_acks(q, redis_client):
     assert q.queue_length(MODEL) == 0
     assert q.cancel(jid) == "succeeded"  # cannot cancel a finished job
     assert not q.set_frames_total(jid, 9, {}) and q.backlog_frames() == 0
+    assert not q.set_frames_detected(jid, 1) and q.get_job(jid)["frames_detected"] == 3  # finished: kept
 
 
 def test_finish_is_exactly_once_under_races(q):

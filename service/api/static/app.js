@@ -22,6 +22,7 @@
     errorBox: $("error-box"), errorTitle: $("error-title"), errorMessage: $("error-message"),
     progressCard: $("progress-card"), uploadBar: $("upload-progress"), uploadText: $("upload-text"),
     jobBar: $("job-progress"), jobText: $("job-text"), jobStatus: $("job-status"), jobId: $("job-id"),
+    detectBar: $("detect-progress"), detectText: $("detect-text"),
     resultCard: $("result-card"), video: $("overlay-video"), overlayStatus: $("overlay-status"),
     downloadJson: $("download-json"), downloadPosetrack: $("download-posetrack"),
   };
@@ -196,6 +197,8 @@
     el.uploadText.textContent = "";
     el.jobBar.value = 0;
     el.jobText.textContent = "";
+    el.detectBar.value = 0;
+    el.detectText.textContent = "";
     el.jobStage.textContent = "";
     el.jobId.textContent = id ? `job ${id}` : "";
     if (id) el.jobId.dataset.jobId = id; else delete el.jobId.dataset.jobId;
@@ -294,18 +297,11 @@
   }
 
   // ------------------------------------------------------------------ job progress
-  // Frames count once they went through the whole pipeline: decoded, people detected and tracked
-  // (a batch of frames per detector call), poses estimated and stored. Before the first batch is
-  // stored the bar is indeterminate, so a running job never looks stuck at 0.
+  // Two stages (progress.js): people found (frames decoded, people detected and tracked, a detector
+  // batch at a time) and poses stored; the first runs ahead, so a starting job never sits at 0.
   function showJob(job) {
     el.jobStatus.textContent = job.status;
-    const starting = job.status === "running" && job.frames_done === 0;
-    if (starting) el.jobBar.removeAttribute("value"); else el.jobBar.value = job.progress;
-    el.jobText.textContent = `${job.frames_done} / ${job.frames_total} frames`;
-    el.jobStage.textContent = {
-      queued: "— waiting for a worker",
-      running: starting ? "— decoding and detecting people…" : "— detecting, tracking and estimating poses",
-    }[job.status] || "";
+    VidposeProgress.show(job, el);
   }
 
   async function poll(myRun, id, since, failures) {

@@ -12,6 +12,12 @@ window.VidposeJobs = (() => {
   let selected = null;
   let body, info, newer, older;
 
+  // Poses stored / total; a running job also shows how far detection got (frames with people found).
+  function frames(job) {
+    const poses = `${job.frames_done} / ${job.frames_total}`;
+    return job.status === "running" ? `${poses} (people: ${job.frames_detected ?? job.frames_done})` : poses;
+  }
+
   function init(options) {
     api = options.api;
     open = options.open;
@@ -59,7 +65,7 @@ window.VidposeJobs = (() => {
       tr.tabIndex = 0;
       const v = job.video || {};
       tr.append(cell(when(job.created_at)), cell(job.status, `status status-${job.status}`),
-        cell(`${job.frames_done} / ${job.frames_total}`), cell(v.width ? `${v.width}×${v.height}` : ""),
+        cell(frames(job)), cell(v.width ? `${v.width}×${v.height}` : ""),
         cell(job.model.name), cell(job.job_id, "mono"));
       tr.addEventListener("click", () => open(job.job_id));
       tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(job.job_id); });

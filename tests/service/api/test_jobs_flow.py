@@ -39,6 +39,7 @@ def test_submit_progress_and_result(api, simulated_worker, clips):
         assert r.headers["location"] == f"/jobs/{job_id}" and len(job_id) >= 22
         queued = c.get(f"/jobs/{job_id}").json()
         assert queued["status"] == "queued" and queued["progress"] == 0 and queued["frames_total"] == 5
+        assert queued["frames_detected"] == 0
         assert c.get(f"/jobs/{job_id}/result").status_code == 409  # not finished
         [blob] = api.blobs()
         assert blob.suffix == ".mp4" and blob.stat().st_size == clips["soccer"].stat().st_size
@@ -48,6 +49,7 @@ def test_submit_progress_and_result(api, simulated_worker, clips):
         assert running["started_at"] >= running["created_at"]
         done = wait_for(c, job_id)
         assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["frames_done"] == 5
+        assert done["frames_detected"] == 5  # the simulated worker writes none: a success counts all
         assert done["model"] == {"name": "test-model", "version": "sim-1"} and done["error"] is None
         assert done["finished_at"] >= done["started_at"]
 
