@@ -57,7 +57,7 @@ def test_serve_missing_model_says_which_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], env=env, cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert str(tmp_path / "models" / "vidpose-movenet-thunder.safetensors") in r.stderr
+    assert str(tmp_path / "models" / "vidpose-movenet-thunder-video.safetensors") in r.stderr
     assert "--model" in r.stderr
 
 

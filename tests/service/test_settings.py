@@ -14,7 +14,7 @@ def test_defaults(monkeypatch):
     s = Settings()
     assert s.redis_url is None
     assert s.api_keys == [] and not s.auth_enabled
-    assert s.models == [s.default_model] == ["vidpose-movenet-thunder"]
+    assert s.models == [s.default_model] == ["vidpose-movenet-thunder-video"]
     assert s.max_upload_bytes == 500 * 1024 * 1024
     assert s.models_dir == PACKAGE_MODELS_DIR
     assert (s.max_frames, s.max_queued_frames, s.result_page_limit) == (3600, 20000, 500)
