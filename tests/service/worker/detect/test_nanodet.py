@@ -109,6 +109,16 @@ def test_converted_graph(nanodet, human_models):
     cls_o, reg_o = nanodet._forward(blob)
     np.testing.assert_allclose(cls_o, cls_t, atol=1e-4)
     np.testing.assert_allclose(reg_o, reg_t, atol=1e-3)
+    # and at the default input of a 16:9 frame (608x352: the graph's resizes scaled, its own session)
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+    shape = nd.input_shape([frame], nanodet.input_size)
+    blob, _ = nd.preprocess([frame], shape)
+    with torch.inference_mode():
+        cls_t, reg_t = (t.numpy() for t in net(torch.from_numpy(blob)))
+    cls_o, reg_o = nanodet._forward(blob)
+    assert shape == (352, 608) and cls_o.shape == (1, len(nanodet.anchors(shape)[0]), 80)
+    np.testing.assert_allclose(cls_o, cls_t, atol=1e-4)
+    np.testing.assert_allclose(reg_o, reg_t, atol=1e-3)
 
 
 def test_posetrack_sample_recall_and_precision(nanodet, shared_data):
