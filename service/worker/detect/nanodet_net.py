@@ -75,11 +75,11 @@ def _load_from_tarball(path: Path, load):
 
 
 def build_net(graph):
-    """NanoDet's TFJS graph as a torch module: forward((N, 3, 416, 416)) -> (cls (N, A, 80), reg (N, A, 44)),
-    anchors in `anchor_centers` order."""
+    """NanoDet's TFJS graph as a torch module: forward((N, 3, H, W)) -> (cls (N, A, 80), reg (N, A, 44)),
+    anchors in `anchor_centers` order; H, W multiples of 32 (the graph's own input is 416x416)."""
     from torch import nn
 
-    body = graph_module(graph)
+    body = graph_module(graph, ref_size=INPUT_SIZE)
     if len(body.outputs) != 2 * len(STRIDES):
         raise DetectorError(f"TFJS graph: expected 6 outputs, got {body.outputs}")
 
@@ -99,11 +99,12 @@ def build_net(graph):
     return NanoDetNet().eval()
 
 
-def graph_module(graph):
+def graph_module(graph, ref_size: int | None = None):
     """A TFJS graph of the ops NanoDet uses (Conv2D, Add/AddV2, Pad/PadV2, Transpose, LeakyRelu,
     ConcatV2, MaxPool, ResizeBilinear, SplitV, Sigmoid, Reshape, Identity) as a torch module whose
     forward(x) returns the graph's Identity outputs in graph order. Constant subgraphs (shape
-    arithmetic) are folded at build time; any other op is a DetectorError."""
+    arithmetic) are folded at build time; any other op is a DetectorError. ref_size: the square input
+    size the graph was exported for; given, its resize sizes scale with the actual input (None: fixed)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -270,6 +271,7 @@ def graph_module(graph):
             self.convs = convs
             self.steps = steps
             self.outputs = outputs
+            self.ref_size = ref_size
 
         def forward(self, x):
             env: dict[str, tuple] = {}
@@ -325,7 +327,10 @@ def graph_module(graph):
                     env[name] = (F.max_pool2d(t, p["k"], p["s"]), [0, 2, 3, 1])
                 elif op == "Resize":
                     t = _nchw(t, perm)
-                    env[name] = (F.interpolate(t, size=p["size"], mode="bilinear", align_corners=False),
+                    size = p["size"]
+                    if self.ref_size:  # the graph's sizes are for its own input size: scale with x's
+                        size = [size[0] * x.shape[2] // self.ref_size, size[1] * x.shape[3] // self.ref_size]
+                    env[name] = (F.interpolate(t, size=size, mode="bilinear", align_corners=False),
                                  [0, 2, 3, 1])
                 elif op == "Split":
                     parts = torch.split(t, p["sizes"], dim=perm[p["axis"]])
@@ -359,17 +364,19 @@ def load_net(path: str | os.PathLike | None = None):
         return _CACHE[key]
 
 
-def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
-    """The torch module exported to ONNX (dynamic batch), once per process: ~3 s on 2 cores."""
+def onnx_bytes(path: str | os.PathLike | None = None,
+               shape: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)) -> bytes:
+    """The torch module exported to ONNX for (H, W) inputs (multiples of 32; dynamic batch), once per
+    process and shape: ~2-3 s on 2 cores."""
     import torch
 
     from model.ort_backbone import export_onnx
 
     net = load_net(path)
-    key = "onnx:" + str(models_path(path).resolve())
+    key = f"onnx:{shape[0]}x{shape[1]}:" + str(models_path(path).resolve())
     with _CACHE_LOCK:
         if key not in _CACHE:
-            sample = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+            sample = torch.zeros(1, 3, *shape)
             _CACHE[key] = export_onnx(net, sample, ["image"], ["cls", "reg"])
         return _CACHE[key]
 

@@ -64,6 +64,19 @@ def test_preprocess_letterbox_bgr_mean_std():
     assert np.all(blob[0, :, :104] == 0) and np.all(blob[0, :, -104:] == 0)  # padding = the mean colour
 
 
+def test_input_shape_follows_the_aspect():
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    assert nd.input_shape([frame], 640) == (384, 640)  # 360 rounded up to a multiple of 32
+    assert nd.input_shape([frame], 416) == (256, 416)
+    assert nd.input_shape([np.zeros((1080, 1920, 3), np.uint8), np.zeros((480, 480, 3), np.uint8)], 640) \
+        == (640, 640)  # one batch: the box that holds every frame
+    blob, geom = nd.preprocess([frame], (384, 640))
+    assert blob.shape == (1, 3, 384, 640) and geom[0] == (0.5, 0.0, 12.0)
+    centers, strides = nd.anchor_centers((384, 640))
+    assert len(centers) == 48 * 80 + 24 * 40 + 12 * 20
+    assert centers[80].tolist() == [4.0, 12.0] and centers[-1].tolist() == [624.0, 368.0]
+
+
 def test_registry_entry():
     spec = REGISTRY["nanodet"]
     assert spec.tracked and spec.track_score == 0.33 and spec.factory.endswith(":NanoDetDetector")
@@ -96,6 +109,16 @@ def test_converted_graph(nanodet, human_models):
     cls_o, reg_o = nanodet._forward(blob)
     np.testing.assert_allclose(cls_o, cls_t, atol=1e-4)
     np.testing.assert_allclose(reg_o, reg_t, atol=1e-3)
+    # and at the default input of a 16:9 frame (608x352: the graph's resizes scaled, its own session)
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+    shape = nd.input_shape([frame], nanodet.input_size)
+    blob, _ = nd.preprocess([frame], shape)
+    with torch.inference_mode():
+        cls_t, reg_t = (t.numpy() for t in net(torch.from_numpy(blob)))
+    cls_o, reg_o = nanodet._forward(blob)
+    assert shape == (352, 608) and cls_o.shape == (1, len(nanodet.anchors(shape)[0]), 80)
+    np.testing.assert_allclose(cls_o, cls_t, atol=1e-4)
+    np.testing.assert_allclose(reg_o, reg_t, atol=1e-3)
 
 
 def test_posetrack_sample_recall_and_precision(nanodet, shared_data):
@@ -119,12 +142,15 @@ def test_posetrack_sample_recall_and_precision(nanodet, shared_data):
 
 
 def test_soccer_players(nanodet, shared_data):
-    """soccer.mp4 (5 frames, three players, one falling against another): the white player is found
-    in every frame with one track id; the standing and the fallen player overlap and are found as at
-    least one box (NanoDet often boxes the pair as one: docs/detectors.md)."""
+    """soccer.mp4 (5 frames, 1280x720, three players: a white one running, a blue one falling over a
+    third lying on the ground): all three found in at least 4 of the 5 frames, one track id each (issue
+    #12). At the default input (608 on the longer side) the tracks are the white player (every frame),
+    a box over the pair on the ground (every frame) and the falling player's head and torso (frames 1-4,
+    scores 0.35-0.42); at the graph's own 416 that third box is there in frame 4 only (docs/detectors.md)."""
     from service.settings import Settings
     from service.worker.people import DetectorPool, people_source
 
+    assert nanodet.input_size == 608 == Settings().nanodet_input_size
     cap = cv2.VideoCapture(str(shared_data / "videos" / "soccer.mp4"))
     frames = []
     while True:
@@ -138,13 +164,21 @@ def test_soccer_players(nanodet, shared_data):
     source = people_source({"detector": "nanodet"}, Settings(), pool)
     people = source.boxes(list(range(5)), frames)
 
-    def near(box, x, y):  # the box centre is within 80 px of (x, y)
-        return abs(box[0] + box[2] / 2 - x) < 80 and abs(box[1] + box[3] / 2 - y) < 80
+    # each player: where his box's centre is (within 60 px) and how tall it is, measured on the clip
+    players = {"white": ((455, 430), (250, 330)), "pair on the ground": ((720, 400), (200, 300)),
+               "falling (head, torso)": ((660, 340), (90, 160))}
 
-    white = [[p.track_id for p in ps if near(p.bbox, 460, 430)] for ps in people]
-    assert all(len(ids) == 1 for ids in white) and len({ids[0] for ids in white}) == 1, white
-    pair = [[p for p in ps if near(p.bbox, 720, 390)] for ps in people]
-    assert all(pair), pair
+    def ids_of(ps, centre, heights):
+        return {p.track_id for p in ps if abs(p.bbox[0] + p.bbox[2] / 2 - centre[0]) < 60
+                and abs(p.bbox[1] + p.bbox[3] / 2 - centre[1]) < 60 and heights[0] <= p.bbox[3] <= heights[1]}
+
+    found = [{name: ids_of(ps, *where) for name, where in players.items()} for ps in people]
+    complete = [f for f in found if all(len(ids) == 1 for ids in f.values())
+                and len(set().union(*f.values())) == 3]  # three different tracks
+    assert len(complete) >= 4, found
+    for name in players:  # one id per player over the clip
+        assert len(set().union(*(f[name] for f in found))) == 1, (name, found)
+    assert all(f["white"] for f in found), found
 
 
 def _tiny_graph(rng):
