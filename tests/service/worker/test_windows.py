@@ -119,13 +119,18 @@ def test_each_frame_track_encoded_once(engine):
     assert sum(calls) == 24  # the backbone saw 24 crops, not 24 windows x 5 frames
 
 
-def test_to_instance_inside_frame(engine):
+def _three_windows(engine) -> list:
+    """One person (track 3) in three plain frames: its three windows."""
     builder = WindowBuilder("job", engine.window, engine.input_spec)
     box = PersonBox(3, (10, 5, 40, 30), score=0.5)
     windows = []
     for i in range(3):
         windows += builder.add_frame(i, _frame(value=100), [box])
-    windows += builder.finish()
+    return windows + builder.finish()
+
+
+def test_to_instance_inside_frame(engine):
+    windows = _three_windows(engine)
     kps = run_windows(engine, windows)
     for w, k in zip(windows, kps, strict=True):
         inst = to_instance(w, k, engine, width=60, height=40)
@@ -145,12 +150,7 @@ def test_keypoint_std_only_when_the_job_draws_several_hypotheses(engine):
     from service.contract import Instance
     from service.worker.engine import DecodeOptions
 
-    builder = WindowBuilder("job", engine.window, engine.input_spec)
-    box = PersonBox(3, (10, 5, 40, 30), score=0.5)
-    windows = []
-    for i in range(3):
-        windows += builder.add_frame(i, _frame(value=100), [box])
-    windows += builder.finish()
+    windows = _three_windows(engine)
     assert engine.cfg.diffusion
     several = run_windows(engine, windows, DecodeOptions(1, 3))
     one = run_windows(engine, windows, DecodeOptions(1, 1))
