@@ -84,14 +84,16 @@ def test_import_of_the_real_package(human_models, variant):
 
 
 def test_importer_output_equals_the_committed_default(human_models):
-    """The served default is exactly what the importer makes of the real package (fp16 storage)."""
+    """The single-frame MoveNet file is exactly what the importer makes of the real package (fp16
+    storage), and the served default (its temporal version) keeps those tensors untouched (frozen)."""
     from safetensors.torch import load_file
 
     from model.checkpoint import read_metadata
     from model.import_tfjs import import_movenet
     from service.settings import PACKAGE_MODELS_DIR, Settings
 
-    path = PACKAGE_MODELS_DIR / f"{Settings(_env_file=None).default_model}.safetensors"
+    path = PACKAGE_MODELS_DIR / "vidpose-movenet-thunder.safetensors"
+    default = load_file(str(PACKAGE_MODELS_DIR / f"{Settings(_env_file=None).default_model}.safetensors"))
     meta = read_metadata(path)
     cfg = meta["config"]
     model, _ = import_movenet(human_models, meta["info"]["source_model"], temporal=cfg.temporal,
@@ -103,6 +105,7 @@ def test_importer_output_equals_the_committed_default(human_models):
         assert torch.equal(v.to(committed[k].dtype), committed[k]), k
         # the released weights are fp16: storing them as fp16 loses nothing
         assert torch.equal(committed[k].to(v.dtype), v), k
+        assert torch.equal(default[k], committed[k]), k
 
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "movenet_parity"
