@@ -11,7 +11,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.checkpoint import load_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+
+# Where third-party weights came from and under which licence: carried from the initial checkpoint
+# into every model trained from it, so a served file always names its sources.
+PROVENANCE_KEYS = ("license", "attribution", "source", "source_model", "source_package", "generated_by")
+
+
+def inherited_provenance(info: dict, depth: int = 0) -> dict:
+    """The provenance fields of `info`, else of the checkpoint it was initialised from (followed
+    through train_config.init_checkpoint, a few levels deep); {} when none can be found."""
+    found = {k: info[k] for k in PROVENANCE_KEYS if k in info}
+    if found or depth >= 8:
+        return found
+    init = (info.get("train_config") or {}).get("init_checkpoint")
+    if init and Path(init).is_file():
+        return inherited_provenance(read_metadata(init).get("info") or {}, depth + 1)
+    return {}
 
 
 def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None, fp16: bool = False,
@@ -35,6 +51,7 @@ def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None =
     if decode_defaults:
         model.cfg = model.cfg.replace(**decode_defaults)
     info = dict(meta.get("info") or {})
+    info.update(inherited_provenance(info))
     info.pop("train_config", None)  # the run's config.yaml holds it; keep the served metadata short
     info.update(extra_info or {})
     info["exported_from"] = str(src)

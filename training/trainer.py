@@ -162,7 +162,13 @@ class Trainer:
             print(f"[train] resumed {self.out} at step {self.step}")
 
     def _info(self, metrics: dict | None = None) -> dict:
+        provenance = {}
+        if self.tc.init_checkpoint:
+            from training.export import inherited_provenance
+
+            provenance = inherited_provenance({"train_config": {"init_checkpoint": self.tc.init_checkpoint}})
         return {
+            **provenance,
             "step": self.step,
             "train_data": self.tc.train_data,
             "val_data": self.tc.val_data,
