@@ -206,7 +206,9 @@ def test_dead_letter_after_too_many_deliveries(redis_client, redis_server, tiny_
 
 def test_reclaim_from_dead_worker_and_live_entries_stay(redis_client, redis_server, tiny_checkpoint, tmp_path,
                                                        shared_data, longer_clip):
-    s = make_settings(redis_server, tiny_checkpoint, tmp_path, worker_reclaim_idle_ms=700,
+    # reclaim idle 2 s vs heartbeat 0.1 s: a 20x margin, so a loaded CI machine stalling a worker thread
+    # for a few hundred ms does not look like a dead worker (700 ms was flaky under load)
+    s = make_settings(redis_server, tiny_checkpoint, tmp_path, worker_reclaim_idle_ms=2000,
                       worker_heartbeat_s=0.1, worker_max_batch=1, worker_max_wait_ms=0)
     q = JobQueue(redis_client, s)
     q.ensure_groups(["test-model"])
@@ -220,7 +222,7 @@ def test_reclaim_from_dead_worker_and_live_entries_stay(redis_client, redis_serv
         # A second live worker must not steal the long job while w1 heartbeats (idle resets).
         with Running(s.model_copy(update={"worker_metrics_port": 0})) as w2:
             entry = q.get_job(long_job)["entry_id"]
-            time.sleep(1.5)  # > 2 x reclaim idle: without the heartbeat's touch it would be reclaimed
+            time.sleep(4.5)  # > 2 x reclaim idle: without the heartbeat's touch it would be reclaimed
             assert q.get_job(long_job)["status"] == "running"
             assert q.deliveries("test-model", entry) == 1
             j = wait_status(q, long_job, {"succeeded", "failed"}, timeout=120)
