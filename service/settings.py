@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         PACKAGE_MODELS_DIR, description="Directory holding `<model>.safetensors` checkpoints "
         "(default: the package's service/models folder, where the default checkpoint ships).")
-    default_model: str = Field("vidpose-movenet-thunder-video", description="Model used when a job names none.")
+    default_model: str = Field("vidpose-movenet-thunder-video",
+                               description="Model used when a job names none.")
     models: CommaList = Field(
         default_factory=list, description="Comma list of model names a worker serves "
         "(default: just default_model).")
