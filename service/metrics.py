@@ -50,7 +50,8 @@ JOBS_REJECTED = Counter(
     "vidpose_jobs_rejected_total", "POST /estimate rejections by reason (error code).",
     ["reason"], registry=API_REGISTRY)
 API_JOBS_FINISHED = Counter(
-    "vidpose_jobs_finished_total", "Jobs that reached a terminal state in this process (API: cancelled).",
+    "vidpose_jobs_finished_total", "Jobs that reached a terminal state in this process (API: cancelled, "
+    "and failed model_not_served: service/api/stranded.py).",
     ["status"], registry=API_REGISTRY)
 UPLOAD_BYTES = Histogram(
     "vidpose_upload_bytes", "Size of accepted uploads in bytes.", buckets=_UPLOAD_BUCKETS,

@@ -439,6 +439,12 @@ class JobQueue:
                                     dead_reason=reason)
         return bool(int(changed))
 
+    def fail_stranded(self, job_id: str, model: str, entry_id: str, message: str) -> bool:
+        """Fail a job whose model no live worker serves (the API's check, service/api/stranded.py); the
+        entry is acked and deleted either way. True if this call moved the job to failed."""
+        changed, _ = self._terminal(job_id, "failed", model, entry_id, "model_not_served", message)
+        return bool(int(changed))
+
     def requeue(self, job_id: str, model: str, entry_id: str) -> bool:
         """Give a held, unfinished job back (SIGTERM drain): ack the entry and enqueue a fresh one.
 

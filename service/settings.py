@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_queued_frames: int = Field(20000, gt=0, description="Backpressure: when frames waiting or running "
                                    "exceed this, POST /estimate answers 429 with Retry-After.")
     job_ttl_s: int = Field(86400, gt=0, description="Seconds a finished job and its results stay in Redis.")
+    unserved_timeout_s: float = Field(
+        600, ge=0, description="A queued or running job whose model no live worker has served for this long "
+        "(workers never started, or all died) fails with model_not_served instead of waiting forever; the "
+        "API checks every tenth of it (0.5-30 s). 0: jobs wait for a worker forever.")
     idempotency_ttl_s: int = Field(86400, gt=0, description="Seconds an Idempotency-Key maps to its job.")
     result_page_limit: int = Field(500, gt=0, description="Most frames per GET /jobs/{id}/result page.")
     max_options_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Largest accepted `options` JSON "

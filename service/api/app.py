@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.background import background_lifespan
 from service.api.docs_page import install_docs
 from service.api.errors import install_error_handlers
 from service.api.info_routes import ops_router
-from service.api.janitor import janitor_lifespan
 from service.api.job_list import job_list_router
 from service.api.middleware import HttpMetricsMiddleware
 from service.api.overlay import overlay_router
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, redis_client=None) -> FastAPI:
         redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3,
                                             health_check_interval=30)
     app = FastAPI(title="vidpose", version=__version__, description=DESCRIPTION,
-                  docs_url=None, redoc_url=None, lifespan=janitor_lifespan)
+                  docs_url=None, redoc_url=None, lifespan=background_lifespan)
     app.state.settings = settings
     app.state.redis = redis_client
     app.state.queue = JobQueue(redis_client, settings)

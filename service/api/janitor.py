@@ -13,12 +13,10 @@ With several API replicas on one blob store and Redis, a Redis lock lets one of 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,23 +124,11 @@ def _unlink(entry: os.DirEntry) -> bool:
         return False
 
 
-async def _run(janitor: Janitor, period: float) -> None:
+async def run_janitor(janitor: Janitor) -> None:
+    """The API's background loop (started by its lifespan, cancelled at shutdown)."""
     while True:
         try:
             await run_in_threadpool(janitor.sweep)
         except Exception:  # Redis down, a file system hiccup: try again next period
             log.exception("janitor sweep failed")
-        await asyncio.sleep(period)
-
-
-@asynccontextmanager
-async def janitor_lifespan(app):
-    """The app's lifespan: the janitor sweeps in the background while the API serves."""
-    settings = app.state.settings
-    task = asyncio.create_task(_run(Janitor(settings, app.state.queue), interval(settings)))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.sleep(interval(janitor.settings))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -52,6 +53,29 @@ def serve_env(tmp_path: Path) -> dict:
     return env
 
 
+def start_serve(model: Path, tmp_path: Path, log_name: str = "serve.log"
+                ) -> tuple[subprocess.Popen, list[str]]:
+    """`vidpose serve --model MODEL` on tmp_path (its own process group, as a terminal would give it);
+    returns the process and its banner lines, once the banner says Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--model", str(model), "--port", "0",
+         "--drain-timeout", "2"],
+        env=serve_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=open(tmp_path / log_name, "ab"),
+        text=True, start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    banner, deadline = [], time.monotonic() + 240
+    while not any("Ctrl-C" in line for line in banner):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError((tmp_path / log_name).read_text())
+        try:
+            banner.append(lines.get(timeout=1))
+        except queue.Empty:
+            pass
+    return proc, banner
+
+
 def test_serve_missing_model_says_which_file(tmp_path):
     env = {**serve_env(tmp_path), "VIDPOSE_MODELS_DIR": str(tmp_path / "models")}
     r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], env=env, cwd=REPO,
@@ -64,21 +88,8 @@ def test_serve_missing_model_says_which_file(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model", str(e2e_model), "--port", "0",
-         "--drain-timeout", "2"],
-        env=serve_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "wb"),
-        text=True, start_new_session=True)  # its own process group, as a terminal would give it
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    proc, banner = start_serve(e2e_model, tmp_path)
     try:
-        banner, deadline = [], time.monotonic() + 240
-        while not any("Ctrl-C" in line for line in banner):
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                banner.append(lines.get(timeout=1))
-            except queue.Empty:
-                pass
         text = "".join(banner)
         assert not [line for line in banner if "/readyz" in line and " 503" in line], text  # a quiet start
         url = re.search(r"API:\s+(http://\S+)", text).group(1)
@@ -124,3 +135,48 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
         r = redis.Redis.from_url(srv.url)
         assert [k for k in r.scan_iter(f"*{job_id}*")], "the finished job is gone after a restart"
         r.close()
+
+
+@pytest.mark.slow
+def test_serve_restart_finishes_the_job_in_flight(e2e_model, tmp_path, long_clip):
+    """Stop `vidpose serve` while a job runs: the worker hands the job back, the embedded Redis keeps it
+    (AOF next to the uploads); `vidpose serve` started again on the same folder finishes it, every frame
+    exactly once."""
+    proc, banner = start_serve(e2e_model, tmp_path)
+    try:
+        url = re.search(r"API:\s+(http://\S+)", "".join(banner)).group(1)
+        boxes = [[[10, 10, 60, 80], [80, 10, 60, 80]]] * 900
+        with open(long_clip, "rb") as f:
+            r = httpx.post(f"{url}/estimate", files={"video": ("long.mp4", f, "video/mp4")},
+                           data={"options": json.dumps({"boxes": boxes})}, timeout=60)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (j := httpx.get(f"{url}/jobs/{job_id}").json())["frames_done"] == 0:
+            assert time.monotonic() < deadline and j["status"] in ("queued", "running"), j
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # drain timeout 2 s: too short for 900 frames
+        rc = proc.wait(90)
+    assert rc == 0
+    assert j["status"] == "running", j
+    assert "requeued" in (tmp_path / "serve.log").read_text()
+
+    proc, banner = start_serve(e2e_model, tmp_path, "serve2.log")
+    try:
+        url = re.search(r"API:\s+(http://\S+)", "".join(banner)).group(1)
+        deadline = time.monotonic() + 300
+        while (j := httpx.get(f"{url}/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, j
+            time.sleep(0.2)
+        assert j["status"] == "succeeded", j
+        frames, start = [], 0
+        while start is not None:
+            page = httpx.get(f"{url}/jobs/{job_id}/result", params={"start_frame": start}).json()
+            frames += page["frames"]
+            start = page["next_start_frame"]
+        assert [f["frame_index"] for f in frames] == list(range(900))
+        assert all(sorted(i["track_id"] for i in f["instances"]) == [0, 1] for f in frames)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0

@@ -243,3 +243,22 @@ def test_connection_outlives_retry_after(make_stack):
             conn.getresponse()
     finally:
         conn.close()
+
+
+def test_job_fails_when_its_model_loses_every_worker(make_stack, long_clip):
+    """The only worker of a model dies (kill -9) mid-job: the job does not wait forever, it fails with
+    model_not_served after VIDPOSE_UNSERVED_TIMEOUT_S (3 s here, once the worker's heartbeat is 2 s old)."""
+    stack = make_stack(workers=1, **{**STACK_ENV, "VIDPOSE_WORKER_TTL_S": 2, "VIDPOSE_UNSERVED_TIMEOUT_S": 3})
+    job = stack.submit(long_clip, {"boxes": [TWO_PEOPLE] * 900})
+    victim = _holder(stack, job)
+    stack.workers[victim][0].kill()
+    stack.workers[victim][0].wait()
+    killed = time.monotonic()
+    j = stack.wait(job, timeout=60)
+    waited = time.monotonic() - killed
+    assert j["status"] == "failed" and j["error"]["code"] == "model_not_served", j
+    assert "no worker is live" in j["error"]["message"]
+    assert waited >= 3, waited  # not before the timeout
+    assert 0 < j["frames_done"] < 900  # what was stored stays readable
+    assert stack.queue().queue_length(stack.env["VIDPOSE_DEFAULT_MODEL"]) == 0
+    assert "model_not_served" in stack.log("api")
