@@ -60,6 +60,9 @@ class PoseModelConfig:
     diffusion_dim: int = 64
     diffusion_init: str = "noise"  # DDIM start: "noise" (Gaussian) or "prior" (the head's heatmaps, noised)
     diffusion_init_step: int = 500  # step the prior is noised to when diffusion_init == "prior"
+    # "lookup": the noisy heatmap only steers which features each joint pools (docs: model/diffusion.py);
+    # "lookup+conv": also two 3x3 convolutions over [noisy heatmap, features], so x0 can follow x_t
+    diffusion_decoder: str = "lookup"
 
     # --- free-form -----------------------------------------------------------
     extra: dict = field(default_factory=dict)

@@ -92,6 +92,16 @@ class HeatmapDiffusion(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(k))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.diffusion_decoder not in ("lookup", "lookup+conv"):
+            raise ValueError(f"diffusion_decoder must be 'lookup' or 'lookup+conv', got {cfg.diffusion_decoder!r}")
+        self.local = None
+        if cfg.diffusion_decoder == "lookup+conv":
+            # The lookup decoder's output is a per-joint kernel dotted with the features: it cannot
+            # place a peak where x_t has one, so its x0 ignores x_t and K hypotheses never differ
+            # (docs/results.md). These convolutions see the noisy heatmap itself; last layer zero-init.
+            self.local = nn.Sequential(nn.Conv2d(k + d, d, 3, padding=1), nn.GELU(), nn.Conv2d(d, k, 3, padding=1))
+            nn.init.zeros_(self.local[2].weight)
+            nn.init.zeros_(self.local[2].bias)
 
     # ------------------------------------------------------------------ scaling
     def to_signal(self, heatmaps: torch.Tensor) -> torch.Tensor:
@@ -140,7 +150,10 @@ class HeatmapDiffusion(nn.Module):
         ], dim=-1)
         kernel = self.out(self.query(q))  # (BR, K, d)
         corr = torch.einsum("brkd,brdn->brkn", kernel.view(b, rep, self.num_keypoints, -1), g4.flatten(3))
-        return corr.reshape(b * rep, self.num_keypoints, h, w) + self.out_bias.view(1, -1, 1, 1)
+        corr = corr.reshape(b * rep, self.num_keypoints, h, w) + self.out_bias.view(1, -1, 1, 1)
+        if self.local is not None:
+            corr = corr + self.local(torch.cat([x_t / self.scale, g4.flatten(0, 1)], dim=1))
+        return corr
 
     # ------------------------------------------------------------------ training
     def training_loss(self, cond: DiffusionCond, gt_heatmaps: torch.Tensor, target_weight: torch.Tensor,

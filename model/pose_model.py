@@ -76,6 +76,16 @@ class PoseModel(nn.Module):
                 p.requires_grad_(False)
             module.eval()
 
+    def train_only(self, prefixes: list[str]) -> None:
+        """Train only the parameters whose names start with one of `prefixes` (e.g. ["diffusion."] to
+        fit the diffusion head on a finished temporal model); the rest keep their weights."""
+        names = [n for n, _ in self.named_parameters()]
+        unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+        if unknown:
+            raise ValueError(f"train_only: no parameter starts with {unknown}")
+        for name, p in self.named_parameters():
+            p.requires_grad_(any(name.startswith(pfx) for pfx in prefixes))
+
     def train(self, mode: bool = True) -> PoseModel:
         super().train(mode)
         for module in self._frozen_modules():

@@ -118,6 +118,8 @@ class Trainer:
         torch.manual_seed(tc.seed + self.rank)
 
         self.model = build_model(tc).to(self.device)
+        if tc.train_only:
+            self.model.train_only(tc.train_only)
         cfg = self.model.cfg
         self.train_set = build_datasets(tc.train_data, cfg, train=True, sigma=tc.sigma, augment=tc.augment,
                                         seed=tc.seed, corrupt_prob=tc.corrupt_prob)

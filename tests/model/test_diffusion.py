@@ -157,3 +157,47 @@ def test_head_learns_heatmaps_from_features():
     head.eval()
     err = weighted_mse(head.sample(cond, steps=1, hypotheses=2, generator=gen), gt, wt)
     assert err.item() < 0.5 * first, (first, err.item())
+
+
+def test_conv_decoder_untrained_returns_the_prior_and_loads_old_files():
+    head = _head(diffusion_decoder="lookup+conv").eval()
+    cond = _cond()
+    out = head.sample(cond, steps=2, hypotheses=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, cond.prior)
+    old = _head().state_dict()  # a "lookup" head's weights: all present in the new one
+    missing, unexpected = head.load_state_dict(old, strict=False)
+    assert not unexpected and all(name.startswith("local.") for name in missing)
+    with pytest.raises(ValueError, match="diffusion_decoder"):
+        _head(diffusion_decoder="unet")
+
+
+def test_conv_decoder_learns_to_follow_the_noisy_heatmap():
+    """At a low noise step x_t holds the target: the conv decoder learns to copy it (the lookup decoder
+    cannot place a peak where x_t has one), so hypotheses drawn from different noise differ."""
+    torch.manual_seed(0)
+    b, h, w = 4, 32, 24
+    ys = torch.arange(h).view(1, 1, h, 1).float()
+    xs = torch.arange(w).view(1, 1, 1, w).float()
+    losses = {}
+    for decoder in ("lookup", "lookup+conv"):
+        head = _head(d=16, c=8, diffusion_decoder=decoder)
+        cond = DiffusionCond(f16=torch.randn(b, 8, h // 4, w // 4), f8=torch.randn(b, 8, h // 2, w // 2),
+                             f4=torch.randn(b, 8, h, w), prior=torch.zeros(b, K, h, w))
+        opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(120):  # a new random target each step: only x_t says where the peak is
+            c = torch.rand(2, b, K, 1, 1, generator=gen)
+            gt = torch.exp(-((xs - c[0] * (w - 1)) ** 2 + (ys - c[1] * (h - 1)) ** 2) / 8.0)
+            t = torch.full((b,), 50)
+            noise = torch.randn(gt.shape, generator=gen)
+            ab = head.alphas_cumprod[t].view(b, 1, 1, 1)
+            x_t = ab.sqrt() * head.to_signal(gt) + (1 - ab).sqrt() * noise
+            loss = weighted_mse(head.predict_x0(x_t, t, head._features(cond), cond.prior), gt, torch.ones(b, K))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses[decoder] = loss.item()
+        if decoder == "lookup+conv":
+            every = head.eval().sample(cond, steps=3, hypotheses=3, generator=gen, return_all=True)
+            assert (every[:, 0] - every[:, 1]).abs().max() > 1e-3  # hypotheses differ
+    assert losses["lookup+conv"] < 0.5 * losses["lookup"], losses
