@@ -2,7 +2,7 @@
 
     ./run serve &                                    # the default model and detector
     .venv/bin/python tools/webpage_screenshot.py http://127.0.0.1:8000 ../shared/data/videos/street_walk.mp4 \
-        docs/img/webpage.png [--seek 0.4] [--track ID]
+        docs/img/webpage.png [--seek 0.4] [--track ID] [--uncertainty]
 
 Drives Debian's Chromium (VIDPOSE_CHROMIUM or /usr/bin/chromium) with Playwright, as the browser test
 does: choose the clip, upload, wait for the job and the overlay video, pick a person in the per-person
@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--seek", type=float, default=0.4, help="overlay time shown, seconds")
     ap.add_argument("--track", default=None, help="track id to highlight (default: the longest track)")
+    ap.add_argument("--uncertainty", action="store_true", help="tick 'per-joint uncertainty' (keypoint_std)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -40,6 +41,8 @@ def main() -> int:
         page.goto(args.url.rstrip("/") + "/")
         page.wait_for_function("() => document.getElementById('model-select').options.length > 1")
         page.set_input_files("#video-input", str(args.clip))
+        if args.uncertainty:
+            page.check("#uncertainty")
         page.click("#submit-btn")
         page.wait_for_function("() => ['succeeded', 'failed', 'cancelled', 'error']"
                                ".includes(document.body.dataset.state)")

@@ -346,6 +346,7 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     page.select_option("#model-select", "test-model")
     page.select_option("#detector-select", "full-frame")
     page.fill("#max-frames", "3")
+    page.check("#uncertainty")  # the diffusion head's K hypotheses: keypoint_std per joint
 
     job_id = run_job(page, clip)
     keyed = httpx.Client(base_url=keyed_api, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
@@ -355,6 +356,9 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     frames = first_page["frames"]  # capped at 2
     frames += keyed.get(f"/v1/jobs/{job_id}/result", params={"start_frame": 2}).json()["frames"]
     assert [[i["track_id"] for i in f["instances"]] for f in frames] == [[0]] * 3  # full-frame: one box
+    assert all(len(i["keypoint_std"]) == 17 for f in frames for i in f["instances"])  # asked for: 2 steps, K=5
+    std = [sum(s) / 17 for s in (frames[f]["instances"][0]["keypoint_std"] for f in range(3))]
+    assert f"uncertainty (hypotheses' spread) {sum(std) / 3:.1f} px on average" in page.inner_text("#track-summary")
 
     # The job list holds this key's jobs only (the first test's job, submitted without a key, is not there).
     listed = keyed.get("/v1/jobs").json()["jobs"]

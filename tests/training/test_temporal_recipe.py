@@ -168,3 +168,33 @@ def test_natural_occlusion_windows(caches):
     result = evaluate_drops(model, root / "train", drop=10.0)
     assert result["windows"] == len(windows) and result["base"] == result["temporal"]  # zero-init
     assert result["base"] > 50.0  # the midpoint of t-2 and t+2 is near where the teacher sees the joint
+
+
+def test_train_only_leaves_everything_else_as_it_was(caches):
+    """train_only: ["diffusion."] (fitting the diffusion head on a finished temporal model): only its
+    parameters get gradients; an unknown prefix is refused."""
+    root = caches[0]
+    torch.manual_seed(0)
+    model = _temporal_model()
+    model.train_only(["diffusion."])
+    data = CachedFeatureWindows(root / "train", model.cfg, train=True, corrupt_prob=1.0, seed=0)
+    batch = [data[i] for i in range(min(4, len(data)))]
+    out = model.distill_loss(torch.stack([b["features"] for b in batch]), torch.stack([b["clean_key"] for b in batch]),
+                             torch.stack([b["target_weight"] for b in batch]))
+    out["loss"].backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained and all(n.startswith("diffusion.") for n in trained)
+    groups = model.optimizer_groups(0.01)
+    assert sum(len(g["params"]) for g in groups) == len(trained)
+    with pytest.raises(ValueError, match="no parameter starts with"):
+        model.train_only(["difusion."])
+
+
+def test_auroc():
+    from training.evaluate.temporal_eval import auroc
+
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert auroc(torch.zeros(5), torch.zeros(7)) == 0.5  # all tied: tells nothing
+    assert auroc(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])) == 0.5
+    assert auroc(torch.tensor([1.0]), torch.tensor([0.0, 1.0, 2.0])) == 0.5

@@ -18,7 +18,7 @@
   const el = {
     form: $("submit-form"), input: $("video-input"), drop: $("drop-zone"), fileName: $("file-name"),
     model: $("model-select"), detector: $("detector-select"), jobStage: $("job-stage"),
-    maxFrames: $("max-frames"), apiKey: $("api-key"), submit: $("submit-btn"), cancel: $("cancel-btn"),
+    maxFrames: $("max-frames"), uncertainty: $("uncertainty"), apiKey: $("api-key"), submit: $("submit-btn"), cancel: $("cancel-btn"),
     errorBox: $("error-box"), errorTitle: $("error-title"), errorMessage: $("error-message"),
     progressCard: $("progress-card"), uploadBar: $("upload-progress"), uploadText: $("upload-text"),
     jobBar: $("job-progress"), jobText: $("job-text"), jobStatus: $("job-status"), jobId: $("job-id"),
@@ -150,6 +150,7 @@
     const options = {};
     if (el.model.value) options.model = el.model.value;
     if (el.detector.value !== "default") options.detector = el.detector.value;
+    if (el.uncertainty.checked) Object.assign(options, { diffusion_steps: 2, hypotheses: 5 });
     const maxFrames = el.maxFrames.value.trim();
     if (maxFrames) {
       const n = Number(maxFrames);

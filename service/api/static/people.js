@@ -101,7 +101,18 @@ window.VidposePeople = (() => {
     const weakest = perJoint.indexOf(Math.min(...perJoint));
     summary.textContent = `frames ${frames[0]}–${frames[frames.length - 1]} (${frames.length} of `
       + `${doc.video.frames}), mean keypoint confidence ${mean(perJoint).toFixed(2)}`
-      + (weakest >= 0 ? `, weakest ${names[weakest]} ${perJoint[weakest].toFixed(2)}` : "");
+      + (weakest >= 0 ? `, weakest ${names[weakest]} ${perJoint[weakest].toFixed(2)}` : "")
+      + uncertainty();
+  }
+
+  // keypoint_std (the diffusion hypotheses' spread, pixels) when the job asked for it.
+  function uncertainty() {
+    const withStd = [...current.frames.values()].filter((i) => Array.isArray(i.keypoint_std));
+    if (!withStd.length) return "";
+    const perJoint = names.map((_, j) => mean(withStd.map((i) => i.keypoint_std[j])));
+    const most = perJoint.indexOf(Math.max(...perJoint));
+    return `; uncertainty (hypotheses' spread) ${mean(perJoint).toFixed(1)} px on average, `
+      + `most on ${names[most]} ${perJoint[most].toFixed(1)} px`;
   }
 
   function redraw() {
