@@ -93,13 +93,15 @@ class HeatmapDiffusion(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         if cfg.diffusion_decoder not in ("lookup", "lookup+conv"):
-            raise ValueError(f"diffusion_decoder must be 'lookup' or 'lookup+conv', got {cfg.diffusion_decoder!r}")
+            raise ValueError("diffusion_decoder must be 'lookup' or 'lookup+conv', "
+                             f"got {cfg.diffusion_decoder!r}")
         self.local = None
         if cfg.diffusion_decoder == "lookup+conv":
             # The lookup decoder's output is a per-joint kernel dotted with the features: it cannot
             # place a peak where x_t has one, so its x0 ignores x_t and K hypotheses never differ
             # (docs/results.md). These convolutions see the noisy heatmap itself; last layer zero-init.
-            self.local = nn.Sequential(nn.Conv2d(k + d, d, 3, padding=1), nn.GELU(), nn.Conv2d(d, k, 3, padding=1))
+            self.local = nn.Sequential(nn.Conv2d(k + d, d, 3, padding=1), nn.GELU(),
+                                       nn.Conv2d(d, k, 3, padding=1))
             nn.init.zeros_(self.local[2].weight)
             nn.init.zeros_(self.local[2].bias)
 

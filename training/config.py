@@ -20,8 +20,8 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)  # PoseModelConfig fields to change
     init_checkpoint: str | None = None  # start from weights (e.g. an imported ViTPose .safetensors)
     freeze_backbone: bool | str | None = None  # None: the model config decides; or "single-frame"
-    train_only: list[str] = field(default_factory=list)  # parameter-name prefixes to train (e.g. [diffusion.]);
-    # empty: every parameter freeze_backbone leaves trainable
+    # parameter-name prefixes to train (e.g. [diffusion.]); empty: all that freeze_backbone leaves
+    train_only: list[str] = field(default_factory=list)
 
     # data: specs "synth:ROOT", "posetrack:ANNOTATIONS:IMAGE_ROOT", "coco:ANN_FILE:IMAGE_ROOT", "clips:ROOT"
     train_data: list[str] = field(default_factory=list)

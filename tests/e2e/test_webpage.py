@@ -356,9 +356,11 @@ def test_api_key_model_choice_and_posetrack(context, stack, keyed_api, shared_da
     frames = first_page["frames"]  # capped at 2
     frames += keyed.get(f"/v1/jobs/{job_id}/result", params={"start_frame": 2}).json()["frames"]
     assert [[i["track_id"] for i in f["instances"]] for f in frames] == [[0]] * 3  # full-frame: one box
-    assert all(len(i["keypoint_std"]) == 17 for f in frames for i in f["instances"])  # asked for: 2 steps, K=5
+    # asked for (2 steps, K=5): a spread per joint, summed up in the person view
+    assert all(len(i["keypoint_std"]) == 17 for f in frames for i in f["instances"])
     std = [sum(s) / 17 for s in (frames[f]["instances"][0]["keypoint_std"] for f in range(3))]
-    assert f"uncertainty (hypotheses' spread) {sum(std) / 3:.1f} px on average" in page.inner_text("#track-summary")
+    summary = page.inner_text("#track-summary")
+    assert f"uncertainty (hypotheses' spread) {sum(std) / 3:.1f} px on average" in summary
 
     # The job list holds this key's jobs only (the first test's job, submitted without a key, is not there).
     listed = keyed.get("/v1/jobs").json()["jobs"]

@@ -192,7 +192,8 @@ def test_conv_decoder_learns_to_follow_the_noisy_heatmap():
             noise = torch.randn(gt.shape, generator=gen)
             ab = head.alphas_cumprod[t].view(b, 1, 1, 1)
             x_t = ab.sqrt() * head.to_signal(gt) + (1 - ab).sqrt() * noise
-            loss = weighted_mse(head.predict_x0(x_t, t, head._features(cond), cond.prior), gt, torch.ones(b, K))
+            x0 = head.predict_x0(x_t, t, head._features(cond), cond.prior)
+            loss = weighted_mse(x0, gt, torch.ones(b, K))
             opt.zero_grad()
             loss.backward()
             opt.step()

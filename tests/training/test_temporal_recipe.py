@@ -179,8 +179,8 @@ def test_train_only_leaves_everything_else_as_it_was(caches):
     model.train_only(["diffusion."])
     data = CachedFeatureWindows(root / "train", model.cfg, train=True, corrupt_prob=1.0, seed=0)
     batch = [data[i] for i in range(min(4, len(data)))]
-    out = model.distill_loss(torch.stack([b["features"] for b in batch]), torch.stack([b["clean_key"] for b in batch]),
-                             torch.stack([b["target_weight"] for b in batch]))
+    out = model.distill_loss(*(torch.stack([b[k] for b in batch]) for k in ("features", "clean_key",
+                                                                              "target_weight")))
     out["loss"].backward()
     trained = {n for n, p in model.named_parameters() if p.grad is not None}
     assert trained and all(n.startswith("diffusion.") for n in trained)
