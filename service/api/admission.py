@@ -35,10 +35,9 @@ def check_served(queue: JobQueue, model: str) -> None:
     """422 `model_not_served` when live workers are known, all of them say which models they serve, and
     none serves `model` (such a job would wait forever). With no live worker the job is queued as before."""
     workers = queue.live_workers()
-    lists = [catalog.worker_models(w) for w in workers]
-    if not workers or not all(lists):  # no worker, or one that has not said what it serves
+    served = catalog.served_models(workers) if workers else None
+    if served is None:  # no worker, or one that has not said what it serves
         return
-    served = sorted({m for names in lists for m in names})
     if model not in served:
         raise ApiError(422, "model_not_served", f"no live worker serves model {model!r}; served: "
                        f"{', '.join(served)} (GET /models)")

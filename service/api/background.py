@@ -5,18 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from service.api.janitor import Janitor, run_janitor
-from service.api.stranded import StrandedJobs, run_stranded
+from starlette.concurrency import run_in_threadpool
+
+from service.api import janitor, stranded
+
+log = logging.getLogger("vidpose.api")
+
+
+async def every(period: float, work: Callable[[], object], name: str) -> None:
+    """Run the blocking `work` in a thread, then sleep `period` s, until cancelled. A failure (Redis
+    down, a file system hiccup) is logged and tried again next period."""
+    while True:
+        try:
+            await run_in_threadpool(work)
+        except Exception:
+            log.exception("%s failed", name)
+        await asyncio.sleep(period)
 
 
 @asynccontextmanager
 async def background_lifespan(app):
     """The app's lifespan: the loops run while the API serves and are cancelled at shutdown."""
     settings, queue = app.state.settings, app.state.queue
-    tasks = [asyncio.create_task(run_janitor(Janitor(settings, queue))),
-             asyncio.create_task(run_stranded(StrandedJobs(settings, queue)))]
+    loops = [(janitor.interval(settings), janitor.Janitor(settings, queue).sweep, "janitor sweep"),
+             (stranded.period(settings), stranded.StrandedJobs(settings, queue).check, "stranded-jobs check")]
+    tasks = [asyncio.create_task(every(*loop)) for loop in loops]
     try:
         yield
     finally:

@@ -115,6 +115,15 @@ def worker_models(worker: dict) -> list[str]:
     return names
 
 
+def served_models(workers: list[dict]) -> list[str] | None:
+    """Sorted names of the models these live workers serve; None when one of them has not said what it
+    serves (it might serve any model)."""
+    lists = [worker_models(w) for w in workers]
+    if not all(lists):
+        return None
+    return sorted({m for names in lists for m in names})
+
+
 def model_card(models_dir: str | Path, name: str) -> dict | None:
     """The short model card GET /models shows next to the model picker: {summary, trained_on, accuracy
     [{data, metric, value}], doc}. From `<name>.card.json` beside the checkpoint when there is one (the

@@ -12,15 +12,12 @@ With several API replicas on one blob store and Redis, a Redis lock lets one of 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from starlette.concurrency import run_in_threadpool
 
 from service.api.overlay import OVERLAY_DIR
 from service.queue import JobQueue
@@ -123,12 +120,3 @@ def _unlink(entry: os.DirEntry) -> bool:
     except FileNotFoundError:  # someone else was faster
         return False
 
-
-async def run_janitor(janitor: Janitor) -> None:
-    """The API's background loop (started by its lifespan, cancelled at shutdown)."""
-    while True:
-        try:
-            await run_in_threadpool(janitor.sweep)
-        except Exception:  # Redis down, a file system hiccup: try again next period
-            log.exception("janitor sweep failed")
-        await asyncio.sleep(interval(janitor.settings))

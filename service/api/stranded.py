@@ -15,12 +15,9 @@ count again rather than failing jobs for time it did not watch. Timeout 0 turns 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-
-from starlette.concurrency import run_in_threadpool
 
 from service import metrics
 from service.api import catalog
@@ -61,10 +58,9 @@ class StrandedJobs:
             return 0
         now = time.time() if now is None else now
         r = self.queue.r
-        lists = [catalog.worker_models(w) for w in self.queue.live_workers()]
-        if not all(lists):  # a live worker that has not said what it serves might serve any model
+        served = catalog.served_models(self.queue.live_workers())
+        if served is None:  # a live worker that has not said what it serves might serve any model
             return 0
-        served = sorted({m for names in lists for m in names})
         failed = 0
         for model, stream in self._streams().items():
             mark = self._mark_key(model)
@@ -97,12 +93,3 @@ class StrandedJobs:
                 return failed
             start = "(" + _s(entries[-1][0])
 
-
-async def run_stranded(stranded: StrandedJobs) -> None:
-    """The API's background loop (started by its lifespan, cancelled at shutdown)."""
-    while True:
-        try:
-            await run_in_threadpool(stranded.check)
-        except Exception:  # Redis down: try again next period
-            log.exception("stranded-jobs check failed")
-        await asyncio.sleep(period(stranded.settings))
