@@ -116,14 +116,19 @@ def _eval_temporal(args) -> int:
     if cfg.diffusion:
         settings.update({"temporal+diff K=1": (args.steps, 1),
                          f"temporal+diff K={args.hypotheses}": (args.steps, args.hypotheses)})
-    from training.evaluate.natural_occlusion import evaluate_drops
+    from training.evaluate.natural_occlusion import evaluate_drops, target_agreement
 
     result = evaluate_windows(model, data, settings, batch_size=args.batch_size)
     print(format_table(result))
-    result["natural_occlusion"] = {c: evaluate_drops(model, c, drop=args.drop) for c in args.cache}
+    result["natural_occlusion"] = {c: {**evaluate_drops(model, c, drop=args.drop),
+                                       "target_ceiling": target_agreement(c, drop=args.drop)}
+                                   for c in args.cache}
     for c, r in result["natural_occlusion"].items():
+        ceiling = r["target_ceiling"]
         print(f"natural occlusion in {c} (teacher confidence < {args.drop} x frames t-2 and t+2): "
-              f"{r['windows']} windows, {r['n_joints']} joints: base {r['base']}, temporal {r['temporal']}")
+              f"{r['windows']} windows, {r['n_joints']} joints: base {r['base']}, temporal {r['temporal']}, "
+              f"either {r['either']}; the target's own ceiling (teacher at t on {ceiling['frames']} "
+              f"frames without a drop) {ceiling['pck']}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"checkpoint": args.checkpoint, "caches": args.cache, **result}, fh, indent=1)

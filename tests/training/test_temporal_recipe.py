@@ -168,6 +168,7 @@ def test_natural_occlusion_windows(caches):
     result = evaluate_drops(model, root / "train", drop=10.0)
     assert result["windows"] == len(windows) and result["base"] == result["temporal"]  # zero-init
     assert result["base"] > 50.0  # the midpoint of t-2 and t+2 is near where the teacher sees the joint
+    assert result["either"] == result["base"]  # zero-init: both branches right on the same joints
 
 
 def test_train_only_leaves_everything_else_as_it_was(caches):
