@@ -43,6 +43,14 @@ def _is_drop(conf: dict, f: int, track: int, drop: float, gap: int) -> bool:
     return conf[(f, track)] < drop * min(conf[(f - gap, track)], conf[(f + gap, track)])
 
 
+def _sure_neighbours(labels, f: int, track: int, gap: int, min_score: float, min_joints: int):
+    """The teacher's keypoints at f-gap and f+gap when both have >= min_joints confident joints, else None."""
+    kb, ka = labels.keypoints.get((f - gap, track)), labels.keypoints.get((f + gap, track))
+    if kb is None or ka is None or min(int((k[:, 2] >= min_score).sum()) for k in (kb, ka)) < min_joints:
+        return None
+    return kb, ka
+
+
 def drop_windows(cache: str | Path, drop: float = 0.7, gap: int = 2) -> list[dict]:
     """The natural-occlusion test windows of a cache: rows (T,), target (K, 3) heatmap cells + weight,
     PCK threshold (cells), frame, track."""
@@ -62,9 +70,10 @@ def drop_windows(cache: str | Path, drop: float = 0.7, gap: int = 2) -> list[dic
             continue
         if not _is_drop(conf, f, track, drop, gap):
             continue
-        kb, ka = labels.keypoints[before], labels.keypoints[after]
-        if min(int((kb[:, 2] >= min_score).sum()), int((ka[:, 2] >= min_score).sum())) < meta["min_joints"]:
+        sure = _sure_neighbours(labels, f, track, gap, min_score, meta["min_joints"])
+        if sure is None:
             continue
+        kb, ka = sure
         window = clamp_window(f, half, lambda g, t=track: (g, t) in rows)
         box = labels.boxes[(f, track)]
         center, wh = box_to_center_size(box, size)
@@ -88,15 +97,13 @@ def target_agreement(cache: str | Path, drop: float = 0.7, gap: int = 2) -> dict
     conf = {k: float(v[:, 2].mean()) for k, v in labels.keypoints.items()}
     hits = []
     for (f, track), kps in sorted(labels.keypoints.items()):
-        kb, ka = labels.keypoints.get((f - gap, track)), labels.keypoints.get((f + gap, track))
-        if f - gap not in frames or f + gap not in frames or kb is None or ka is None:
+        if f - gap not in frames or f + gap not in frames:
             continue
-        if _is_drop(conf, f, track, drop, gap):
+        sure = _sure_neighbours(labels, f, track, gap, min_score, meta["min_joints"])
+        if sure is None or _is_drop(conf, f, track, drop, gap):
             continue
-        confident = [(k[:, 2] >= min_score) for k in (kb, ka)]
-        if min(int(c.sum()) for c in confident) < meta["min_joints"]:
-            continue
-        use = confident[0] & confident[1] & (kps[:, 2] >= min_score)
+        kb, ka = sure
+        use = (kb[:, 2] >= min_score) & (ka[:, 2] >= min_score) & (kps[:, 2] >= min_score)
         box = labels.boxes[(f, track)]
         dist = np.linalg.norm(kps[:, :2] - (kb[:, :2] + ka[:, :2]) / 2.0, axis=1)
         hits.append((dist <= PCK_ALPHA * max(box[2], box[3]))[use])
