@@ -60,7 +60,7 @@ class ViTBackbone(VisionTransformer):
 class SimpleHead(nn.Module):
     """ViTPose's TopdownHeatmapSimpleHead: 2 x [deconv 4x4 /2, BN, ReLU] then a 1x1 conv to K.
 
-    Implements the head interface of model/backbones.py (pyramid / predict / decode).
+    Implements the head interface of model/backbones.py (pyramid / predict / decode / hypothesis_points).
     """
 
     def __init__(self, in_channels: int, channels: int, num_keypoints: int):
@@ -96,6 +96,11 @@ class SimpleHead(nn.Module):
     @staticmethod
     def decode(heatmaps: torch.Tensor, prediction: dict | None = None) -> torch.Tensor:
         return hm.decode_heatmaps(heatmaps.float())
+
+    @staticmethod
+    def hypothesis_points(heatmaps: torch.Tensor, prediction: dict | None = None) -> torch.Tensor:
+        """Where one diffusion hypothesis puts each joint: its decoded peak (already sub-pixel)."""
+        return hm.decode_heatmaps(heatmaps.float())[..., :2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.deconv(x)[1])

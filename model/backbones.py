@@ -8,6 +8,8 @@ Each entry declares
         head.pyramid(feats) -> (f16, f8, f4)  f4 is where the temporal features are fused
         head.predict(f4) -> {"heatmaps": (B, K, h, w) in [0, 1]-ish, ...backbone-specific outputs}
         head.decode(heatmaps, prediction) -> (B, K, 3) x, y in heatmap cells (integer = cell centre), score
+        head.hypothesis_points(heatmaps, prediction) -> (B, K, 2) x, y of one diffusion hypothesis,
+                                        sub-cell from its own heatmap (PoseModel.keypoint_spread)
   - `feature_channels(cfg)`: channels of the cached per-frame features (the temporal encoder's input).
 
 Adding a backbone is one `register(...)` call here; PoseModel, the worker's crops, training transforms

@@ -219,14 +219,10 @@ class MoveNetHead(nn.Module):
         return {"heatmaps": torch.sigmoid(self.heatmap(f4)), "center": torch.sigmoid(self.center(f4)),
                 "regress": self.regress(f4), "offset": self.offset(f4)}
 
-    def decode(self, heatmaps: torch.Tensor, aux: dict) -> torch.Tensor:
-        """(B, K, h, w) heatmaps + the same prediction's centre/regress/offset -> (B, K, 3) float32.
-
-        x, y in heatmap cells in vidpose's convention (integer = cell centre; MoveNet's own output
-        is (cell + offset) / size with 0 at the crop's edge, i.e. half a cell less here), score =
-        the heatmap value at the chosen cell.
-        """
-        heat = heatmaps.float()
+    def _joint_cells(self, heat: torch.Tensor, aux: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, h, w) float heatmaps -> each joint's chosen cell (ky, kx), (B, K) long each: the
+        person centre = argmax(centre x centre prior), then per joint the heatmap re-weighted by the
+        inverse distance to the centre's regressed joint position, its argmax."""
         b, k, h, w = heat.shape
         n = torch.arange(b, device=heat.device)
         center = aux["center"].float()[:, 0] * self.center_prior  # (B, h, w)
@@ -237,11 +233,46 @@ class MoveNetHead(nn.Module):
         rx = cx[:, None].float() + reg[..., 1]
         dist = torch.sqrt((self.grid_y - ry[..., None, None]) ** 2 + (self.grid_x - rx[..., None, None]) ** 2)
         ki = (heat / (dist + CENTER_DISTANCE_BIAS)).flatten(2).argmax(2)  # (B, K)
-        ky, kx = torch.div(ki, w, rounding_mode="floor"), ki % w
-        nb = n[:, None].expand(b, k)
+        return torch.div(ki, w, rounding_mode="floor"), ki % w
+
+    def decode(self, heatmaps: torch.Tensor, aux: dict) -> torch.Tensor:
+        """(B, K, h, w) heatmaps + the same prediction's centre/regress/offset -> (B, K, 3) float32.
+
+        x, y in heatmap cells in vidpose's convention (integer = cell centre; MoveNet's own output
+        is (cell + offset) / size with 0 at the crop's edge, i.e. half a cell less here), score =
+        the heatmap value at the chosen cell.
+        """
+        heat = heatmaps.float()
+        b, k, h, w = heat.shape
+        ky, kx = self._joint_cells(heat, aux)
+        nb = torch.arange(b, device=heat.device)[:, None].expand(b, k)
         joints = torch.arange(k, device=heat.device)[None].expand(b, k)
         off = aux["offset"].float().view(b, k, 2, h, w)[nb, joints, :, ky, kx]  # (B, K, 2) = (dy, dx)
         score = heat[nb, joints, ky, kx]
         x = kx.float() + off[..., 1] - 0.5
         y = ky.float() + off[..., 0] - 0.5
         return torch.stack([x, y, score], dim=-1)
+
+    def hypothesis_points(self, heatmaps: torch.Tensor, aux: dict) -> torch.Tensor:
+        """Where one diffusion hypothesis puts each joint, (B, K, 2) float32 x, y in heatmap cells: the
+        cell decode() picks, moved to the heat-weighted centroid of the 3x3 cells around it.
+
+        For the hypotheses' spread only. The offset field is shared by all hypotheses, so cell +
+        offset gives K identical points whenever their peaks share a cell (~70 % of joints on
+        held-out vtest), and the spread is then 0 whatever their heatmaps' shapes; the centroid
+        follows each hypothesis' own heatmap (docs/results.md#temporal-path measures both).
+        """
+        heat = heatmaps.float()
+        b, k, h, w = heat.shape
+        ky, kx = self._joint_cells(heat, aux)
+        d = torch.arange(-1, 2, device=heat.device)
+        ys = (ky[..., None, None] + d[:, None]).expand(b, k, 3, 3)
+        xs = (kx[..., None, None] + d[None, :]).expand(b, k, 3, 3)
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)  # a border peak has fewer neighbours
+        nb = torch.arange(b, device=heat.device)[:, None, None, None].expand(b, k, 3, 3)
+        joints = torch.arange(k, device=heat.device)[None, :, None, None].expand(b, k, 3, 3)
+        v = heat[nb, joints, ys.clamp(0, h - 1), xs.clamp(0, w - 1)].clamp_min(0) * inside
+        total = v.sum((-1, -2)).clamp_min(1e-12)
+        x = (v * xs.float()).sum((-1, -2)) / total
+        y = (v * ys.float()).sum((-1, -2)) / total
+        return torch.stack([x, y], dim=-1)

@@ -225,14 +225,15 @@ class PoseModel(nn.Module):
 
     def keypoint_spread(self, out: dict) -> torch.Tensor | None:
         """Per-joint uncertainty from the K diffusion hypotheses: (B, K_joints) float32, the root mean
-        squared distance (heatmap cells) of each hypothesis' decoded keypoint from their mean. None
-        when decode_windows drew fewer than 2 hypotheses (or no diffusion ran)."""
+        squared distance (heatmap cells) of each hypothesis' keypoint (the head's hypothesis_points:
+        sub-cell, from that hypothesis' heatmap alone) from their mean. None when decode_windows drew
+        fewer than 2 hypotheses (or no diffusion ran)."""
         every = out.get("hypotheses")
         if every is None:
             return None
         b, n = every.shape[:2]
         aux = {name: v.repeat_interleave(n, dim=0) for name, v in out["prediction"].items()}
-        kps = self.keypoint_head.decode(every.flatten(0, 1).float(), aux)[..., :2].view(b, n, -1, 2)
+        kps = self.keypoint_head.hypothesis_points(every.flatten(0, 1).float(), aux).view(b, n, -1, 2)
         return ((kps - kps.mean(dim=1, keepdim=True)) ** 2).sum(-1).mean(dim=1).sqrt()
 
     @staticmethod

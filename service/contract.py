@@ -43,9 +43,10 @@ KEYPOINT_SCORE = ("Keypoint score in [0, 1]: the model's confidence in the joint
                   "default): the heatmap value at the peak (a sigmoid). ViT heatmap peaks can exceed 1 "
                   "and are clamped to 1.")
 KEYPOINT_STD = ("Per keypoint, in the order of `keypoint_names`: how far apart the diffusion head's K "
-                "hypotheses put the joint -- the root mean squared distance of their keypoints from their "
-                "mean, in image pixels. Larger means less certain (docs/results.md measures how it relates "
-                "to error). null unless the job decodes K >= 2 hypotheses with diffusion on.")
+                "hypotheses put the joint -- the root mean squared distance of their keypoints (each "
+                "hypothesis' own heatmap peak, sub-pixel) from their mean, in image pixels. Larger means "
+                "less certain (docs/results.md measures how it relates to error). null unless the job "
+                "decodes K >= 2 hypotheses with diffusion on.")
 INSTANCE_SCORE = ("Instance score in [0, 1]: the mean keypoint score of the person, times the person box's "
                   "score when the box has one (detector confidence, or a client box's `score`).")
 

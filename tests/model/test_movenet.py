@@ -60,6 +60,35 @@ def test_decode_follows_the_centre_person_and_offsets():
     torch.testing.assert_close(kps[0, 1], torch.tensor([12 + 0.3 - 0.5, 5 - 0.1 - 0.5, 0.8]))
 
 
+def test_hypothesis_points_are_the_chosen_cell_refined_by_its_own_heatmap():
+    """The spread's points: decode()'s cell (same centre-person choice), moved to the 3x3 heat centroid,
+    so two hypotheses peaking in one cell still differ when their heatmaps do (decode gives one point)."""
+    head = MoveNetHead(8, 1, (16, 16))
+    heat, center, regress, offset = _prediction(k=1)
+    center[0, 0, 8, 8], center[0, 0, 2, 2] = 0.5, 0.9
+    regress[0, 0:2, 8, 8] = torch.tensor([3.0, -2.0])  # the centre person's joint is near (11, 6)
+    heat[0, 0, 11, 6], heat[0, 0, 3, 3] = 0.6, 0.95  # the far, stronger peak is not chosen
+    offset[0, 0:2, 11, 6] = torch.tensor([0.25, -0.4])
+    a, b = heat.clone(), heat.clone()
+    a[0, 0, 11, 7] = 0.2  # hypothesis a leans right, b leans up
+    b[0, 0, 10, 6] = 0.3
+    aux = {"center": center.expand(2, -1, -1, -1), "regress": regress.expand(2, -1, -1, -1),
+           "offset": offset.expand(2, -1, -1, -1)}
+    both = torch.cat([a, b])
+    kps = head.decode(both, aux)
+    torch.testing.assert_close(kps[0], kps[1])  # same cell, same shared offset
+    pts = head.hypothesis_points(both, aux)
+    torch.testing.assert_close(pts[0, 0], torch.tensor([6 + 0.2 / 0.8, 11.0]))
+    torch.testing.assert_close(pts[1, 0], torch.tensor([6.0, 11 - 0.3 / 0.9]))
+    # a peak on the border: the window is clamped to the map, nothing is read outside it
+    edge = torch.zeros(1, 1, 16, 16)
+    edge[0, 0, 0, 15], edge[0, 0, 0, 14] = 1.0, 0.5
+    flat = {"center": torch.zeros(1, 1, 16, 16), "regress": torch.zeros(1, 2, 16, 16),
+            "offset": torch.zeros(1, 2, 16, 16)}
+    want = torch.tensor([(15 + 14 * 0.5) / 1.5, 0.0])
+    torch.testing.assert_close(head.hypothesis_points(edge, flat)[0, 0], want)
+
+
 def test_centre_prior_is_the_released_formula():
     head = MoveNetHead(8, 17, (64, 64))
     prior = head.center_prior

@@ -103,6 +103,11 @@ def test_untrained_temporal_model_is_its_single_frame_branch(caches):
     assert result["rows"]["clean"]["base"] == 100.0  # the teacher is the clean single-frame branch
     assert result["rows"]["corrupted"]["base"] < 100.0
     assert set(summary(result, "temporal")) == {"pck", "pck_base", "pck_clean", "pck_clean_base"}
+    # zero-initialised corrections: the K hypotheses are the same heatmap up to rounding (spread ~0 px),
+    # while the keypoint score already tells wrong joints from right ones
+    spread = result["spread"]["K=3"]
+    assert spread["right"] == spread["wrong"] == 0.0  # rounded to 3 decimals
+    assert 0.5 < spread["score_auroc"] <= 1.0
 
 
 def test_distill_loss_is_zero_on_clean_windows_and_trains_only_the_temporal_path(caches):

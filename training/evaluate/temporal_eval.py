@@ -31,8 +31,10 @@ def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None
     """settings: name -> (diffusion_steps, hypotheses); default: the model's own configuration.
 
     Returns {"rows": {kind: {"n_joints", "base", <setting>...}}, "spread": {setting: {"right", "wrong",
-    "n_right", "n_wrong"}}}, PCK in %. kind "clean" = uncorrupted key frames; "corrupted" = all
-    corrupted ones together; plus one row per corruption kind.
+    "n_right", "n_wrong", "auroc", "score_auroc"}}}, PCK in %; auroc: how well the spread tells wrong
+    joints from right ones, score_auroc: the same for 1 - keypoint score (the signal it must beat).
+    kind "clean" = uncorrupted key frames; "corrupted" = all corrupted ones together; plus one row per
+    corruption kind.
     """
     model.eval()
     cfg = model.cfg
@@ -64,6 +66,10 @@ def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None
                 ok = _correct(results[name], teacher, thr)
                 spread[name]["right"].append(s[w & ok].cpu())
                 spread[name]["wrong"].append(s[w & ~ok].cpu())
+                # the baseline a spread has to beat: the keypoint score itself (low = unsure)
+                unsure = 1.0 - results[name][..., 2]
+                spread[name]["score_right"].append(unsure[w & ok].cpu())
+                spread[name]["score_wrong"].append(unsure[w & ~ok].cpu())
         for name, kps in results.items():
             ok = _correct(kps, teacher, thr)
             for i, kind in enumerate(kinds):
@@ -81,7 +87,8 @@ def evaluate_windows(model, dataset, settings: dict[str, tuple[int, int]] | None
     for name, d in spread.items():
         right, wrong = torch.cat(d["right"]), torch.cat(d["wrong"])
         spreads[name] = {"right": _mean(right), "wrong": _mean(wrong),
-                         "n_right": len(right), "n_wrong": len(wrong), "auroc": auroc(wrong, right)}
+                         "n_right": len(right), "n_wrong": len(wrong), "auroc": auroc(wrong, right),
+                         "score_auroc": auroc(torch.cat(d["score_wrong"]), torch.cat(d["score_right"]))}
     return {"rows": rows, "spread": spreads}
 
 
@@ -130,7 +137,8 @@ def format_table(result: dict) -> str:
         lines.append(f"\n{name}: hypothesis spread (crop px) on right joints {s['right']} "
                      f"(n={s['n_right']}), "
                      f"on wrong joints {s['wrong']} (n={s['n_wrong']}); AUROC of spread for wrong vs "
-                     f"right {s.get('auroc', float('nan'))}")
+                     f"right {s.get('auroc', float('nan'))} (1 - keypoint score: "
+                     f"{s.get('score_auroc', float('nan'))})")
     return "\n".join(lines)
 
 
