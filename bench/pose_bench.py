@@ -8,8 +8,10 @@ PoseTrack18 and COCO sample people, from their ground-truth boxes, each model's 
 the same process, in the same run, alternating rounds so that load from other processes hits all
 alike. With --onnx, the original MoveNet graph (converted from the TFJS package by
 tools/onnx_reference/make_onnx.sh) runs in onnxruntime on the very crops a movenet checkpoint of its
-input size gets (uint8 RGB, as the graph wants), one crop per call (its batch dim is 1). Prints
-keyframes/s per model and the ratios to the first checkpoint.
+input size gets (uint8 RGB, as the graph wants), one crop per call (its batch dim is 1). With
+--uncertainty S,K the first checkpoint also runs as a job asking for per-joint uncertainty decodes it:
+S diffusion steps, K hypotheses, and their spread (keypoint_std). Prints keyframes/s per model and the
+ratios to the first checkpoint.
 """
 
 from __future__ import annotations
@@ -61,13 +63,14 @@ def crops_for(spec, persons) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(raw), np.stack([spec.normalize(c) for c in raw])
 
 
-def engine_round(engine, crops: np.ndarray, batch: int) -> float:
-    """Seconds for all crops: encode in batches, decode each crop's (static) window."""
+def engine_round(engine, crops: np.ndarray, batch: int, options=None) -> float:
+    """Seconds for all crops: encode in batches, decode each crop's (static) window (with `options`,
+    a DecodeOptions, as a job asking for them: the hypotheses' spread too)."""
     t0 = time.perf_counter()
     for i in range(0, len(crops), batch):
         feats = engine.encode(crops[i:i + batch])
         windows = feats[:, None].expand(-1, engine.window, *feats.shape[1:])
-        engine.decode(windows)
+        engine.decode(windows, options, with_spread=options is not None)
     return time.perf_counter() - t0
 
 
@@ -88,6 +91,9 @@ def main() -> int:
     ap.add_argument("--torch-twin", action="store_true",
                     help="also run the first model with its backbone in eager PyTorch "
                          "(VIDPOSE_WORKER_CPU_RUNTIME=torch)")
+    ap.add_argument("--uncertainty", default=None, metavar="S,K",
+                    help="also time the first checkpoint decoding S diffusion steps x K hypotheses + their "
+                         "spread, as a job asking for keypoint_std does (the web page: 2,5)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8, help="crops per encode call (the worker batches too)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -97,7 +103,7 @@ def main() -> int:
     import torch
 
     from service.settings import PACKAGE_MODELS_DIR
-    from service.worker.engine import Engine
+    from service.worker.engine import DecodeOptions, Engine
 
     torch.set_num_threads(args.threads)
     persons = people(SHARED) * args.repeat
@@ -109,7 +115,13 @@ def main() -> int:
         engine = Engine.load(name, PACKAGE_MODELS_DIR, device="cpu", cpu_runtime=runtime)
         raw, norm = crops_for(engine.input_spec, persons)
         engine.warmup()
-        runs[key] = ("engine", engine, norm, raw)
+        runs[key] = ("engine", engine, norm, raw, None)
+        if args.uncertainty and name == args.models[0]:
+            steps, k = (int(v) for v in args.uncertainty.split(","))
+            if not engine.cfg.diffusion:
+                ap.error(f"--uncertainty: {name} has no diffusion head")
+            runs[f"{name} (S={steps}, K={k} + keypoint_std)"] = ("engine", engine, norm, raw,
+                                                                 DecodeOptions(steps, k))
     if args.onnx:
         import onnxruntime as ort
 
@@ -124,11 +136,11 @@ def main() -> int:
             # the same crops a movenet checkpoint of that size gets (same boxes, warp, size)
             raw, _ = crops_for(InputSpec((side, side), (127.5,) * 3, (127.5,) * 3), persons)
             onnx_round(sess, raw[:2])
-            runs[f"onnxruntime:{Path(path).name}"] = ("onnx", sess, None, raw)
+            runs[f"onnxruntime:{Path(path).name}"] = ("onnx", sess, None, raw, None)
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
-        for key, (kind, obj, norm, raw) in runs.items():
-            dt = engine_round(obj, norm, args.batch) if kind == "engine" else onnx_round(obj, raw)
+        for key, (kind, obj, norm, raw, options) in runs.items():
+            dt = engine_round(obj, norm, args.batch, options) if kind == "engine" else onnx_round(obj, raw)
             times[key].append(len(raw) / dt)
     load = os.getloadavg()[0]
     first = args.models[0]
@@ -136,7 +148,7 @@ def main() -> int:
           f"load avg {load:.1f}")
     print(f"| model | crop | keyframes/s best | median | ratio to {first} (best) |")
     print("|---|---|---|---|---|")
-    for key, (_, _, _, raw) in runs.items():
+    for key, (_, _, _, raw, _) in runs.items():
         best, med = max(times[key]), statistics.median(times[key])
         shape = "x".join(str(s) for s in raw.shape[1:3])
         print(f"| {key} | {shape} | {best:.1f} | {med:.1f} | {best / max(times[first]):.2f} |")
