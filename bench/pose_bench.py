@@ -82,6 +82,17 @@ def onnx_round(session, raw: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def _steps_hypotheses(text: str) -> tuple[int, int]:
+    """'S,K' -> (S, K), S >= 1 diffusion steps and K >= 2 hypotheses (a spread needs two)."""
+    try:
+        steps, k = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S,K (two integers), got {text!r}") from None
+    if steps < 1 or k < 2:
+        raise argparse.ArgumentTypeError(f"need S >= 1 and K >= 2, got {text!r}")
+    return steps, k
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vidpose-movenet-thunder", "vidpose-tiny-cpu"],
@@ -91,7 +102,7 @@ def main() -> int:
     ap.add_argument("--torch-twin", action="store_true",
                     help="also run the first model with its backbone in eager PyTorch "
                          "(VIDPOSE_WORKER_CPU_RUNTIME=torch)")
-    ap.add_argument("--uncertainty", default=None, metavar="S,K",
+    ap.add_argument("--uncertainty", default=None, metavar="S,K", type=_steps_hypotheses,
                     help="also time the first checkpoint decoding S diffusion steps x K hypotheses + their "
                          "spread, as a job asking for keypoint_std does (the web page: 2,5)")
     ap.add_argument("--threads", type=int, default=1)
@@ -116,10 +127,10 @@ def main() -> int:
         raw, norm = crops_for(engine.input_spec, persons)
         engine.warmup()
         runs[key] = ("engine", engine, norm, raw, None)
-        if args.uncertainty and name == args.models[0]:
-            steps, k = (int(v) for v in args.uncertainty.split(","))
+        if args.uncertainty and key == args.models[0]:  # not the --torch-twin copy
             if not engine.cfg.diffusion:
                 ap.error(f"--uncertainty: {name} has no diffusion head")
+            steps, k = args.uncertainty
             runs[f"{name} (S={steps}, K={k} + keypoint_std)"] = ("engine", engine, norm, raw,
                                                                  DecodeOptions(steps, k))
     if args.onnx:

@@ -272,7 +272,11 @@ class MoveNetHead(nn.Module):
         nb = torch.arange(b, device=heat.device)[:, None, None, None].expand(b, k, 3, 3)
         joints = torch.arange(k, device=heat.device)[None, :, None, None].expand(b, k, 3, 3)
         v = heat[nb, joints, ys.clamp(0, h - 1), xs.clamp(0, w - 1)].clamp_min(0) * inside
-        total = v.sum((-1, -2)).clamp_min(1e-12)
-        x = (v * xs.float()).sum((-1, -2)) / total
-        y = (v * ys.float()).sum((-1, -2)) / total
+        total = v.sum((-1, -2))
+        # a hypothesis is the prior plus an unclamped correction, so a window may hold no positive
+        # heat at all: then the point is the cell itself
+        alive = total > 1e-12
+        safe = torch.where(alive, total, torch.ones_like(total))
+        x = torch.where(alive, (v * xs.float()).sum((-1, -2)) / safe, kx.float())
+        y = torch.where(alive, (v * ys.float()).sum((-1, -2)) / safe, ky.float())
         return torch.stack([x, y], dim=-1)

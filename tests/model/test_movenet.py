@@ -87,6 +87,11 @@ def test_hypothesis_points_are_the_chosen_cell_refined_by_its_own_heatmap():
             "offset": torch.zeros(1, 2, 16, 16)}
     want = torch.tensor([(15 + 14 * 0.5) / 1.5, 0.0])
     torch.testing.assert_close(head.hypothesis_points(edge, flat)[0, 0], want)
+    # no positive heat around the chosen cell (a hypothesis is the prior plus an unclamped correction):
+    # the point is the cell itself, not the origin
+    dead = torch.full((1, 1, 16, 16), -0.01)
+    dead[0, 0, 5, 9] = -0.001
+    torch.testing.assert_close(head.hypothesis_points(dead, flat)[0, 0], torch.tensor([9.0, 5.0]))
 
 
 def test_centre_prior_is_the_released_formula():

@@ -318,3 +318,22 @@ def test_single_frame_keep_score_mixes_per_joint():
     keep = single[..., 2] >= tau
     assert keep.any() and (~keep).any()
     assert torch.equal(mixed[keep], single[keep]) and torch.equal(mixed[~keep], temporal[~keep])
+
+
+def test_keypoint_spread_uses_the_movenet_heads_sub_cell_points():
+    """With MoveNet's head the spread is that of hypothesis_points (cell + 3x3 centroid per hypothesis),
+    not of decode() (cell + the offset field all hypotheses share)."""
+    from model.backbones import entry
+
+    cfg = get_preset("movenet-lightning", temporal=False, diffusion=True, hypotheses=3, diffusion_steps=1)
+    model = _train_like(PoseModel(cfg)).eval()
+    h, w = cfg.heatmap_size
+    feats = torch.randn(2, cfg.window, entry(cfg).feature_channels(cfg), h, w, generator=_gen(3))
+    with torch.inference_mode():
+        out = model.decode_windows(feats, noise_seeds=[4, 5])
+        spread = model.keypoint_spread(out)
+        aux = {name: v.repeat_interleave(3, dim=0) for name, v in out["prediction"].items()}
+        pts = model.keypoint_head.hypothesis_points(out["hypotheses"].flatten(0, 1), aux).view(2, 3, -1, 2)
+    want = ((pts - pts.mean(1, keepdim=True)) ** 2).sum(-1).mean(1).sqrt()
+    torch.testing.assert_close(spread, want)
+    assert spread.shape == (2, cfg.num_keypoints) and (spread > 0).float().mean() > 0.5
