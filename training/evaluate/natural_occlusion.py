@@ -39,6 +39,13 @@ def _rows(meta: dict, labels) -> dict[tuple[int, int], int]:
     return rows
 
 
+def _teacher(cache: Path):
+    """A cache's meta, its teacher labels, and the teacher's mean joint confidence per (frame, track)."""
+    meta = json.loads((cache / "meta.json").read_text())
+    labels = load_labels(meta["labels"])
+    return meta, labels, {k: float(v[:, 2].mean()) for k, v in labels.keypoints.items()}
+
+
 def _is_drop(conf: dict, f: int, track: int, drop: float, gap: int) -> bool:
     return conf[(f, track)] < drop * min(conf[(f - gap, track)], conf[(f + gap, track)])
 
@@ -54,15 +61,12 @@ def _sure_neighbours(labels, f: int, track: int, gap: int, min_score: float, min
 def drop_windows(cache: str | Path, drop: float = 0.7, gap: int = 2) -> list[dict]:
     """The natural-occlusion test windows of a cache: rows (T,), target (K, 3) heatmap cells + weight,
     PCK threshold (cells), frame, track."""
-    cache = Path(cache)
-    meta = json.loads((cache / "meta.json").read_text())
-    labels = load_labels(meta["labels"])
+    meta, labels, conf = _teacher(Path(cache))
     rows = _rows(meta, labels)
     size = tuple(meta["config"]["input_size"])
     hm_w = meta["config"]["heatmap_size"][1]
     stride = size[1] / hm_w
     min_score, half = meta["min_score"], meta["window"] // 2
-    conf = {k: float(v[:, 2].mean()) for k, v in labels.keypoints.items()}
     out = []
     for (f, track) in sorted(rows):
         before, after = (f - gap, track), (f + gap, track)
@@ -90,11 +94,9 @@ def target_agreement(cache: str | Path, drop: float = 0.7, gap: int = 2) -> dict
     """PCK@0.1 (%) of the teacher at f against the midpoint of its keypoints at f-gap and f+gap, on the
     cache split's frames that are not drops (joints confident at f-gap, f and f+gap): the ceiling of
     the natural-occlusion score. Image pixels, threshold 0.1 x the longer side of f's box."""
-    meta = json.loads((Path(cache) / "meta.json").read_text())
-    labels = load_labels(meta["labels"])
+    meta, labels, conf = _teacher(Path(cache))
     frames = split_frames(labels.num_frames, meta["split"], meta["val_fraction"])
     min_score = meta["min_score"]
-    conf = {k: float(v[:, 2].mean()) for k, v in labels.keypoints.items()}
     hits = []
     for (f, track), kps in sorted(labels.keypoints.items()):
         if f - gap not in frames or f + gap not in frames:
