@@ -16,11 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from service.stop_flag import StopFlag
 
 
 def _die_with_parent() -> None:
@@ -157,7 +158,7 @@ class Stack:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> None:
+    def wait_ready(self, timeout: float, stop: StopFlag | None = None) -> None:
         import redis
 
         from service.queue import JobQueue
@@ -225,11 +226,9 @@ def banner(stack: Stack) -> str:
 def serve(args: argparse.Namespace) -> int:
     from service.worker.modelfiles import ModelNotFound
 
-    stop = threading.Event()
-    received: list[int] = []
+    stop = StopFlag()  # not a threading.Event: see service/stop_flag.py
 
     def on_signal(signum, frame):
-        received.append(signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

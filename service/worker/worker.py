@@ -39,6 +39,7 @@ from service.metrics import (
 from service.queue import JobQueue
 from service.queue_recovery import REDIS_DOWN, Recovery, through_outages
 from service.settings import Settings
+from service.stop_flag import StopFlag
 from service.worker.batcher import DynamicBatcher
 from service.worker.engine import Engine
 from service.worker.http import WorkerHTTP
@@ -98,8 +99,10 @@ class Worker:
         self.detectors = DetectorPool(settings)  # person detectors, shared by the jobs this worker holds
         self.runs: dict[tuple[str, str], JobRun] = {}  # (model, entry_id) -> run
         self._runs_lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._force = threading.Event()
+        # Set by signal handlers, so lock-free flags, not threading.Events (see service/stop_flag.py).
+        self.stopping = StopFlag()
+        self._force = StopFlag()
+        self._signals: list[int] = []  # received, logged by the main thread (a handler must not log)
         self._started_at = time.time()
         self.http: WorkerHTTP | None = None
         self.batcher = DynamicBatcher(
@@ -253,13 +256,11 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        def handle(signum, frame):
+        def handle(signum, frame):  # no locks, no logging: it runs between any two bytecodes of main
+            self._signals.append(signum)
             if self.stopping.is_set():
-                log.warning("second signal: requeueing held jobs now")
                 self._force.set()
             else:
-                name = signal.Signals(signum).name
-                log.info("signal %s: draining (up to %.0fs)", name, self.drain_timeout_s)
                 self.stopping.set()
 
         signal.signal(signal.SIGTERM, handle)
@@ -331,10 +332,15 @@ class Worker:
         return 0
 
     def _drain(self) -> None:
+        if self._signals:
+            log.info("signal %s: draining (up to %.0fs)", signal.Signals(self._signals[0]).name,
+                     self.drain_timeout_s)
         deadline = time.monotonic() + self.drain_timeout_s
         while self.runs and time.monotonic() < deadline and not self._force.is_set():
             self._reap()
             time.sleep(0.05)
+        if self._force.is_set():
+            log.warning("second signal: requeueing held jobs now")
         with self._runs_lock:
             left = list(self.runs.values())
         for run in left:

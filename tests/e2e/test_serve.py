@@ -76,6 +76,26 @@ def start_serve(model: Path, tmp_path: Path, log_name: str = "serve.log"
     return proc, banner
 
 
+def stop_serve(proc: subprocess.Popen, log: Path, sig: int = signal.SIGTERM, group: bool = False) -> int:
+    """Signal `vidpose serve` (its process group: a terminal's Ctrl-C) and return its exit status; a serve
+    that does not exit in 90 s is killed with its children and fails the test with its log."""
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(90)
+    except subprocess.TimeoutExpired:
+        for pid in descendants(proc.pid) | {proc.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        raise AssertionError(f"serve did not exit within 90 s of signal {sig}; its log:\n"
+                             + log.read_text()[-4000:]) from None
+
+
 def test_serve_missing_model_says_which_file(tmp_path):
     env = {**serve_env(tmp_path), "VIDPOSE_MODELS_DIR": str(tmp_path / "models")}
     r = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], env=env, cwd=REPO,
@@ -117,11 +137,8 @@ def test_serve_all_in_one(e2e_model, tmp_path, shared_data, stop):
         assert overlay.status_code == 200 and overlay.content[4:8] == b"ftyp"
         assert "<html" in httpx.get(f"{url}/").text.lower()  # the web page the banner points to
     finally:
-        if stop == "ctrl-c":
-            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        else:
-            proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(90)
+        # Ctrl-C: SIGINT to the process group, what a terminal does
+        rc = stop_serve(proc, tmp_path / "serve.log", *((signal.SIGINT, True) if stop == "ctrl-c" else ()))
     assert rc == 0, (tmp_path / "serve.log").read_text()[-3000:]
     time.sleep(0.5)
     assert [p for p in kids if alive(p)] == []
@@ -156,8 +173,7 @@ def test_serve_restart_finishes_the_job_in_flight(e2e_model, tmp_path, long_clip
             assert time.monotonic() < deadline and j["status"] in ("queued", "running"), j
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)  # drain timeout 2 s: too short for 900 frames
-        rc = proc.wait(90)
+        rc = stop_serve(proc, tmp_path / "serve.log")  # drain timeout 2 s: too short for 900 frames
     assert rc == 0
     assert j["status"] == "running", j
     assert "requeued" in (tmp_path / "serve.log").read_text()
@@ -178,5 +194,4 @@ def test_serve_restart_finishes_the_job_in_flight(e2e_model, tmp_path, long_clip
         assert [f["frame_index"] for f in frames] == list(range(900))
         assert all(sorted(i["track_id"] for i in f["instances"]) == [0, 1] for f in frames)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(90) == 0
+        assert stop_serve(proc, tmp_path / "serve2.log") == 0
