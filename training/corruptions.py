@@ -11,6 +11,12 @@ H x W x 3) around the person's box (COCO xywh), exactly where the key crop will 
     repeat          the previous (or next) frame shown again (a stuttering stream); the box stays the key's
     dark            low light: brightness x 0.1-0.3 and sensor noise
 
+Not in the default set (`EXTRA_KINDS`, chosen with `vidpose cache-features --kinds`):
+
+    cross           another person of the same frame walks past in front: their patch at 0.9-1.3x the
+                    box height, aspect kept, feet at or below the box's, anywhere across the box, with
+                    soft edges -- a partial occlusion like vtest.avi's, not a hard rectangle
+
 Every draw comes from the caller's numpy Generator, so a (seed, sample) pair always gives the same
 corrupted frame.
 """
@@ -21,6 +27,7 @@ import cv2
 import numpy as np
 
 KINDS = ("occlude_person", "occlude_box", "blur", "drop", "repeat", "dark")
+EXTRA_KINDS = ("cross",)
 
 
 def _clip_box(box, shape) -> tuple[int, int, int, int]:
@@ -50,6 +57,36 @@ def occlude_person(image: np.ndarray, box, donor: np.ndarray, rng: np.random.Gen
     ox0, oy0, ox1, oy1 = _occluder_rect(box, image.shape, rng)
     patch = cv2.resize(donor, (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_LINEAR)
     out[oy0:oy1, ox0:ox1] = patch
+    return out
+
+
+def cross_in_front(image: np.ndarray, box, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paste `donor` (a person's RGB patch) as someone passing in front of the box: scaled to 0.9-1.3x
+    the box height (nearer the camera), its bottom 0-10 % of the box height below the box's, its centre
+    anywhere across the box; alpha-blended with edges feathered over ~10 % of its width."""
+    x0, y0, x1, y1 = _clip_box(box, image.shape)
+    fh, fw = image.shape[:2]
+    bh = y1 - y0
+    dh0, dw0 = donor.shape[:2]
+    scale = rng.uniform(0.9, 1.3) * bh / max(dh0, 1)
+    dw, dh = max(2, int(round(dw0 * scale))), max(2, int(round(dh0 * scale)))
+    cx = rng.uniform(x0, x1)
+    bottom = y1 + rng.uniform(0.0, 0.1) * bh
+    px0, py0 = int(round(cx - dw / 2)), int(round(bottom - dh))
+    patch = cv2.resize(donor, (dw, dh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    alpha = np.zeros((dh, dw), np.float32)
+    m = max(1, int(round(0.1 * dw)))
+    alpha[m // 2:dh - m // 2, m // 2:dw - m // 2] = 1.0
+    alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=m / 2.0, sigmaY=m / 2.0)[..., None]
+    # The part of the patch inside the frame.
+    ix0, iy0, ix1, iy1 = max(px0, 0), max(py0, 0), min(px0 + dw, fw), min(py0 + dh, fh)
+    out = image.copy()
+    if ix1 <= ix0 or iy1 <= iy0:
+        return out
+    sub = (slice(iy0 - py0, iy1 - py0), slice(ix0 - px0, ix1 - px0))
+    region = out[iy0:iy1, ix0:ix1].astype(np.float32)
+    a = alpha[sub]
+    out[iy0:iy1, ix0:ix1] = np.clip(a * patch[sub] + (1 - a) * region, 0, 255).astype(np.uint8)
     return out
 
 
@@ -89,14 +126,14 @@ def low_light(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def corrupt(kind: str, image: np.ndarray, box, rng: np.random.Generator,
             donor: np.ndarray | None = None, neighbour: np.ndarray | None = None) -> np.ndarray:
-    """The key frame `image` under corruption `kind` (one of KINDS).
+    """The key frame `image` under corruption `kind` (one of KINDS + EXTRA_KINDS).
 
-    donor: another person's RGB patch (occlude_person); neighbour: the frame shown again (repeat).
+    donor: another person's RGB patch (occlude_person, cross); neighbour: the frame shown again (repeat).
     """
-    if kind == "occlude_person":
+    if kind in ("occlude_person", "cross"):
         if donor is None:
-            raise ValueError("occlude_person needs a donor patch")
-        return occlude_person(image, box, donor, rng)
+            raise ValueError(f"{kind} needs a donor patch")
+        return (occlude_person if kind == "occlude_person" else cross_in_front)(image, box, donor, rng)
     if kind == "occlude_box":
         return occlude_box(image, box, rng)
     if kind == "blur":
@@ -109,4 +146,4 @@ def corrupt(kind: str, image: np.ndarray, box, rng: np.random.Generator,
         return neighbour.copy()
     if kind == "dark":
         return low_light(image, rng)
-    raise ValueError(f"unknown corruption {kind!r}; choose one of {KINDS}")
+    raise ValueError(f"unknown corruption {kind!r}; choose one of {KINDS + EXTRA_KINDS}")

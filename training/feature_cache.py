@@ -27,7 +27,7 @@ import torch
 from model.backbones import entry, input_spec
 from model.checkpoint import load_checkpoint
 from model.heatmaps import box_to_center_size, crop_affine, warp_crop
-from training.corruptions import KINDS, corrupt
+from training.corruptions import EXTRA_KINDS, KINDS, corrupt
 from training.datasets.teacher import key_samples, load_labels, split_frames
 
 PCK_ALPHA = 0.1  # PCK@0.1: a joint is right within 0.1 x the longer side of the person's box
@@ -62,6 +62,13 @@ def crop(image: np.ndarray, box, spec) -> np.ndarray:
     return spec.normalize(warp_crop(image, crop_affine(center, wh, size), size))
 
 
+def _patch(image: np.ndarray, box) -> np.ndarray:
+    """The pixels of a COCO xywh box (at least 2x2; an 8x8 corner when the box is off the image)."""
+    x, y, bw, bh = (int(round(v)) for v in box)
+    patch = image[max(y, 0):max(y + bh, y + 2), max(x, 0):max(x + bw, x + 2)]
+    return patch if patch.size else image[:8, :8]
+
+
 def _encoder(model, device: str, threads: int):
     if device == "cpu" and entry(model.cfg).cpu_runtime == "onnxruntime":
         from model.ort_backbone import OrtBackbone
@@ -87,6 +94,9 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
     split "val" gets exactly one corruption per key sample, the kinds in turn (a balanced, fixed test
     set); "train"/"all" get `variants` distinct kinds per key sample, drawn at random.
     """
+    unknown = [k for k in kinds if k not in KINDS + EXTRA_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown corruption kinds {unknown}; choose from {', '.join(KINDS + EXTRA_KINDS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint, map_location=device)
@@ -134,6 +144,9 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
         bar and bar.update(len(pending))
 
     rng = np.random.default_rng(seed)
+    tracks_at: dict[int, list[int]] = {}  # confident people only: NanoDet's tracks include a sign or two
+    for s in samples:
+        tracks_at.setdefault(s.frame, []).append(s.track)
     index, done, pending = [], 0, []
     for i, s in enumerate(samples):
         key = (s.frame, s.track)
@@ -150,11 +163,15 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
             donor = None
             if kind == "occlude_person":
                 d = samples[int(rng.integers(len(samples)))]
-                x, y, bw, bh = (int(round(v)) for v in labels.boxes[(d.frame, d.track)])
-                img = images.get(d.frame, images[s.frame])
-                donor = img[max(y, 0):max(y + bh, y + 2), max(x, 0):max(x + bw, x + 2)]
-                if donor.size == 0:
-                    donor = img[:8, :8]
+                donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
+            elif kind == "cross":  # someone else in the same frame: same light, same scale of people
+                near = [t for t in tracks_at.get(s.frame, []) if t != s.track]
+                if near:
+                    t = near[int(rng.integers(len(near)))]
+                    donor = _patch(images[s.frame], labels.boxes[(s.frame, t)])
+                else:  # alone in the frame: someone from another key frame
+                    d = samples[int(rng.integers(len(samples)))]
+                    donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
             neighbour = images[others[int(rng.integers(len(others)))]] if kind == "repeat" else None
             bad_image = corrupt(kind, images[s.frame], labels.boxes[key], rng, donor=donor,
                                 neighbour=neighbour)

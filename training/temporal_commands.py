@@ -32,6 +32,9 @@ def register(sub) -> None:
                         "corruption per key frame, kinds in turn); all: every frame")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--variants", type=int, default=2, help="corrupted copies per key frame (train/all)")
+    p.add_argument("--kinds", default=None, metavar="K1,K2,...",
+                   help="corruptions to draw from (default: the six of training/corruptions.py KINDS; "
+                        "'cross' -- someone passing in front -- is an extra)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-score", type=float, default=0.3, help="teacher joints under this get weight 0")
     p.add_argument("--min-joints", type=int, default=8, help="key frames need this many confident joints")
@@ -64,13 +67,15 @@ def register(sub) -> None:
 
 
 def _cache(args) -> int:
+    from training.corruptions import KINDS
     from training.feature_cache import build_cache
 
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) if args.kinds else KINDS
     try:
         info = build_cache(args.checkpoint, args.clip, args.labels, args.out, split=args.split,
-                           variants=args.variants, seed=args.seed, val_fraction=args.val_fraction,
-                           min_score=args.min_score, min_joints=args.min_joints, key_every=args.key_every,
-                           threads=args.threads,
+                           variants=args.variants, kinds=kinds, seed=args.seed,
+                           val_fraction=args.val_fraction, min_score=args.min_score,
+                           min_joints=args.min_joints, key_every=args.key_every, threads=args.threads,
                            device=args.device)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.corruptions import KINDS, corrupt
+from training.corruptions import EXTRA_KINDS, KINDS, corrupt
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +42,34 @@ def test_occluders_cover_part_of_the_box_and_nothing_else(frame, kind):
 
 def test_every_kind_is_deterministic_for_a_seed_and_changes_the_frame(frame):
     img, other = frame
-    for kind in KINDS:
+    for kind in KINDS + EXTRA_KINDS:
         kw = dict(donor=other[:50, :50], neighbour=other)
         a = corrupt(kind, img, BOX, np.random.default_rng(7), **kw)
         b = corrupt(kind, img, BOX, np.random.default_rng(7), **kw)
         assert a.shape == img.shape and a.dtype == np.uint8
         assert np.array_equal(a, b), kind
         assert not np.array_equal(a, img), kind
+
+
+def test_cross_is_a_person_height_patch_over_part_of_the_box_with_soft_edges(frame):
+    img, other = frame
+    donor = other[100:300, 100:180]  # 200 x 80: aspect 2.5, like a pedestrian
+    for seed in range(20):
+        out = corrupt("cross", img, BOX, np.random.default_rng(seed), donor=donor)
+        changed = (np.abs(out.astype(int) - img.astype(int)) > 2).any(-1)
+        ys, xs = np.nonzero(changed)
+        height = ys.max() - ys.min() + 1
+        assert 0.8 * BOX[3] <= height <= 1.35 * BOX[3], height  # 0.9-1.3x the box, soft edges trimmed
+        assert ys.max() >= BOX[1] + BOX[3] - 10  # feet at or below the box's
+        width = xs.max() - xs.min() + 1
+        assert abs(width / height - 80 / 200) < 0.1  # the donor's aspect is kept
+        assert BOX[0] - width / 2 - 5 <= xs.mean() <= BOX[0] + BOX[2] + width / 2 + 5  # centred over the box
+    # Feathered: over a black frame a white donor's columns rise from grey at its edges to white inside.
+    black, white = np.zeros((720, 1280, 3), np.uint8), np.full((200, 80, 3), 255, np.uint8)
+    out = corrupt("cross", black, BOX, np.random.default_rng(3), donor=white)[..., 0].astype(int)
+    row = out[int(BOX[1] + BOX[3] / 2)]
+    cols = np.nonzero(row)[0]
+    assert row.max() == 255 and 0 < row[cols.min()] < 128 and 0 < row[cols.max()] < 128
 
 
 def test_drop_repeat_dark_blur(frame):
@@ -67,7 +88,8 @@ def test_bad_requests_are_refused(frame):
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="unknown corruption"):
         corrupt("rain", img, BOX, rng)
-    with pytest.raises(ValueError, match="donor"):
-        corrupt("occlude_person", img, BOX, rng)
+    for kind in ("occlude_person", "cross"):
+        with pytest.raises(ValueError, match="donor"):
+            corrupt(kind, img, BOX, rng)
     with pytest.raises(ValueError, match="neighbour"):
         corrupt("repeat", img, BOX, rng)

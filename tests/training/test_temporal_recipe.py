@@ -160,6 +160,20 @@ def test_cache_refuses_labels_without_confident_people(tmp_path, shared_data):
         build_cache(CHECKPOINT, shared_data / "videos" / "soccer.mp4", bad, tmp_path / "c", progress=False)
 
 
+def test_cache_draws_only_the_asked_kinds_and_refuses_unknown_ones(tmp_path, shared_data):
+    clip = shared_data / "videos" / "soccer.mp4"
+    info = build_cache(CHECKPOINT, clip, LABELS, tmp_path / "cross", split="val", val_fraction=1.0,
+                       kinds=("cross",), threads=1, progress=False)
+    data = CachedFeatureWindows(tmp_path / "cross", train=False)
+    assert info["kinds"] == ["cross"] and {s["kinds"][0] for s in data.samples} == {"cross"}
+    bad = np.load(tmp_path / "cross" / "corrupt.npy")
+    clean = np.load(tmp_path / "cross" / "clean.npy")
+    keys = [s["window"][len(s["window"]) // 2] for s in data.samples]
+    assert all(not np.array_equal(bad[s["corrupt"][0]], clean[k]) for s, k in zip(data.samples, keys))
+    with pytest.raises(ValueError, match="unknown corruption kinds"):
+        build_cache(CHECKPOINT, clip, LABELS, tmp_path / "rain", kinds=("rain",), progress=False)
+
+
 def test_natural_occlusion_windows(caches):
     from training.evaluate.natural_occlusion import drop_windows, evaluate_drops
 
