@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-POLL_S = 0.05  # how late a wait notices a flag set by another thread (a signal wakes it at once)
+_sleep = time.sleep  # the module's own name for it, so a test can step into a wait
+POLL_S = 0.05  # how late a wait notices the flag (a signal's handler runs at once, but sleep resumes)
 
 
 class StopFlag:
@@ -33,5 +34,5 @@ class StopFlag:
             left = end - time.monotonic()
             if left <= 0:
                 break
-            time.sleep(min(left, POLL_S))
+            _sleep(min(left, POLL_S))
         return self._set

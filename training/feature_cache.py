@@ -94,6 +94,7 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
     split "val" gets exactly one corruption per key sample, the kinds in turn (a balanced, fixed test
     set); "train"/"all" get `variants` distinct kinds per key sample, drawn at random.
     """
+    kinds = tuple(dict.fromkeys(kinds))  # distinct kinds per key frame: a kind named twice counts once
     unknown = [k for k in kinds if k not in KINDS + EXTRA_KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown corruption kinds {unknown}; choose from {', '.join(KINDS + EXTRA_KINDS)}")
@@ -167,8 +168,8 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
             elif kind == "cross":  # someone else in the same frame: same light, same scale of people
                 near = [t for t in tracks_at.get(s.frame, []) if t != s.track]
                 if near:
-                    t = near[int(rng.integers(len(near)))]
-                    donor = _patch(images[s.frame], labels.boxes[(s.frame, t)])
+                    other = near[int(rng.integers(len(near)))]
+                    donor = _patch(images[s.frame], labels.boxes[(s.frame, other)])
                 else:  # alone in the frame: someone from another key frame
                     d = samples[int(rng.integers(len(samples)))]
                     donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
@@ -198,7 +199,10 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
     bad.flush()
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
             "config": cfg.to_dict(), "video": str(video), "labels": str(labels_path), "split": split,
-            "val_fraction": val_fraction, "window": cfg.window, "kinds": list(kinds), "variants": variants,
+            "val_fraction": val_fraction, "window": cfg.window,
+            # as asked, plus "drop" where a one-frame track had no neighbour to "repeat"
+            "kinds": list(dict.fromkeys([*kinds, *(k for e in index for k in e["kinds"])])),
+            "variants": variants,
             "seed": seed, "min_score": min_score, "min_joints": min_joints, "key_every": key_every,
             "samples": len(index),
             "crops": len(order), "corrupt_crops": done, "keypoint_names": labels.keypoint_names}

@@ -103,7 +103,10 @@ def _eval_temporal(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-    data.kinds = parts[0].kinds
+    # One list of kind names for all caches: each numbers its kinds by its own list (--kinds differs).
+    data.kinds = list(dict.fromkeys(k for p in parts for k in p.kinds))
+    for p in parts:
+        p.kinds = data.kinds
     if args.sweep_keep_score:
         from training.evaluate.temporal_eval import keep_score_sweep
 

@@ -14,7 +14,7 @@ def test_a_signal_handler_sets_the_flag_in_the_middle_of_its_wait(monkeypatch):
     """The handler runs inside wait() itself, on the waiting thread: with a lock held there (as
     Event.wait holds its Condition's lock around the sleep), set() would block for ever."""
     flag = StopFlag()
-    real_sleep = time.sleep
+    real_sleep = stop_flag._sleep
     calls = []
 
     def sleep_then_signal(s):
@@ -24,7 +24,7 @@ def test_a_signal_handler_sets_the_flag_in_the_middle_of_its_wait(monkeypatch):
         real_sleep(s)
 
     old = signal.signal(signal.SIGUSR1, lambda signum, frame: flag.set())
-    monkeypatch.setattr(stop_flag.time, "sleep", sleep_then_signal)
+    monkeypatch.setattr(stop_flag, "_sleep", sleep_then_signal)
     try:
         t0 = time.monotonic()
         assert flag.wait(10.0) is True

@@ -172,6 +172,32 @@ def test_cache_draws_only_the_asked_kinds_and_refuses_unknown_ones(tmp_path, sha
     assert all(not np.array_equal(bad[s["corrupt"][0]], clean[k]) for s, k in zip(data.samples, keys))
     with pytest.raises(ValueError, match="unknown corruption kinds"):
         build_cache(CHECKPOINT, clip, LABELS, tmp_path / "rain", kinds=("rain",), progress=False)
+    from service.cli import main
+
+    assert main(["cache-features", str(CHECKPOINT), str(clip), str(LABELS), str(tmp_path / "rain"),
+                 "--kinds", "blur,rain"]) == 2
+
+
+def test_eval_temporal_names_each_caches_kinds_right(caches, tmp_path, shared_data):
+    """A default cache and a cross-only one number their kinds differently; scored together, each row
+    keeps its own kind's joints."""
+    import json
+
+    from service.cli import main
+
+    root, _, val, _ = caches
+    build_cache(CHECKPOINT, shared_data / "videos" / "soccer.mp4", LABELS, tmp_path / "cross", split="val",
+                val_fraction=1.0, kinds=("cross",), threads=1, progress=False)
+    alone, both = tmp_path / "alone.json", tmp_path / "both.json"
+    assert main(["eval-temporal", str(CHECKPOINT), str(root / "val"), "--hypotheses", "1",
+                 "--out", str(alone)]) == 0
+    assert main(["eval-temporal", str(CHECKPOINT), str(root / "val"), str(tmp_path / "cross"),
+                 "--hypotheses", "1", "--out", str(both)]) == 0
+    rows_alone, rows_both = (json.loads(p.read_text())["rows"] for p in (alone, both))
+    assert "cross" not in rows_alone and rows_both["cross"]["n_joints"] > 0
+    for kind, row in rows_alone.items():
+        if kind not in ("clean", "corrupted"):
+            assert rows_both[kind] == row, kind  # the cross cache's windows went to "cross" only
 
 
 def test_natural_occlusion_windows(caches):
