@@ -130,10 +130,11 @@ def corrupt(kind: str, image: np.ndarray, box, rng: np.random.Generator,
 
     donor: another person's RGB patch (occlude_person, cross); neighbour: the frame shown again (repeat).
     """
-    if kind in ("occlude_person", "cross"):
+    pasters = {"occlude_person": occlude_person, "cross": cross_in_front}
+    if kind in pasters:
         if donor is None:
             raise ValueError(f"{kind} needs a donor patch")
-        return (occlude_person if kind == "occlude_person" else cross_in_front)(image, box, donor, rng)
+        return pasters[kind](image, box, donor, rng)
     if kind == "occlude_box":
         return occlude_box(image, box, rng)
     if kind == "blur":

@@ -162,17 +162,13 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
             if kind == "repeat" and not others:
                 kind = "drop"  # a one-frame track has no neighbour to repeat
             donor = None
-            if kind == "occlude_person":
+            near = [t for t in tracks_at.get(s.frame, []) if t != s.track] if kind == "cross" else []
+            if near:  # cross: someone else in the same frame (same light, same scale of people)
+                other = near[int(rng.integers(len(near)))]
+                donor = _patch(images[s.frame], labels.boxes[(s.frame, other)])
+            elif kind in ("occlude_person", "cross"):  # a key person from anywhere in the split
                 d = samples[int(rng.integers(len(samples)))]
                 donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
-            elif kind == "cross":  # someone else in the same frame: same light, same scale of people
-                near = [t for t in tracks_at.get(s.frame, []) if t != s.track]
-                if near:
-                    other = near[int(rng.integers(len(near)))]
-                    donor = _patch(images[s.frame], labels.boxes[(s.frame, other)])
-                else:  # alone in the frame: someone from another key frame
-                    d = samples[int(rng.integers(len(samples)))]
-                    donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
             neighbour = images[others[int(rng.integers(len(others)))]] if kind == "repeat" else None
             bad_image = corrupt(kind, images[s.frame], labels.boxes[key], rng, donor=donor,
                                 neighbour=neighbour)
