@@ -10,8 +10,11 @@ alike. With --onnx, the original MoveNet graph (converted from the TFJS package 
 tools/onnx_reference/make_onnx.sh) runs in onnxruntime on the very crops a movenet checkpoint of its
 input size gets (uint8 RGB, as the graph wants), one crop per call (its batch dim is 1). With
 --uncertainty S,K the first checkpoint also runs as a job asking for per-joint uncertainty decodes it:
-S diffusion steps, K hypotheses, and their spread (keypoint_std). Prints keyframes/s per model and the
-ratios to the first checkpoint.
+S diffusion steps, K hypotheses, and their spread (keypoint_std). A model with the re-crop rule on
+(recrop_drop > 0) also pays each crop's single-frame confidence, as the worker does; --recrop-twin runs
+the first model with the rule off too (the re-crop itself, a second encode + decode, is paid only by
+the windows where it fires: docs/benchmarks.md). Prints keyframes/s per model and the ratios to the
+first checkpoint.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def engine_round(engine, crops: np.ndarray, batch: int, options=None) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(crops), batch):
         feats = engine.encode(crops[i:i + batch])
+        if engine.recrop_drop > 0:
+            engine.confidence(feats)  # once per crop (pipeline.recrop_wanted)
         windows = feats[:, None].expand(-1, engine.window, *feats.shape[1:])
         engine.decode(windows, options, with_spread=options is not None)
     return time.perf_counter() - t0
@@ -102,6 +107,8 @@ def main() -> int:
     ap.add_argument("--torch-twin", action="store_true",
                     help="also run the first model with its backbone in eager PyTorch "
                          "(VIDPOSE_WORKER_CPU_RUNTIME=torch)")
+    ap.add_argument("--recrop-twin", action="store_true",
+                    help="also run the first model with its re-crop rule off (recrop_drop 0)")
     ap.add_argument("--uncertainty", default=None, metavar="S,K", type=_steps_hypotheses,
                     help="also time the first checkpoint decoding S diffusion steps x K hypotheses + their "
                          "spread, as a job asking for keypoint_std does (the web page: 2,5)")
@@ -122,8 +129,12 @@ def main() -> int:
     loads = [(name, name, "auto") for name in args.models]
     if args.torch_twin:
         loads.insert(1, (f"{args.models[0]} (PyTorch backbone)", args.models[0], "torch"))
+    if args.recrop_twin:
+        loads.insert(1, (f"{args.models[0]} (re-crop rule off)", args.models[0], "auto"))
     for key, name, runtime in loads:
         engine = Engine.load(name, PACKAGE_MODELS_DIR, device="cpu", cpu_runtime=runtime)
+        if key.endswith("(re-crop rule off)"):
+            engine.cfg = engine.cfg.replace(recrop_drop=0.0)
         raw, norm = crops_for(engine.input_spec, persons)
         engine.warmup()
         runs[key] = ("engine", engine, norm, raw, None)

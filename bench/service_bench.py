@@ -94,7 +94,7 @@ def bare_clip(engine, clip: Path, max_batch: int) -> int:
     results: dict[int, list] = {}
     with VideoReader(clip) as reader:
         w, h = reader.info.width, reader.info.height
-        builder = WindowBuilder("bare", engine.window, engine.input_spec)
+        builder = WindowBuilder("bare", engine.window, engine.input_spec, recrop=engine.recrop_drop > 0)
         pending: list = []
 
         def run(batch):

@@ -25,7 +25,7 @@ FORMAT_VERSION = "1"
 # between a file and the config it is loaded into.
 RUNTIME_FIELDS = frozenset({
     "name", "freeze_backbone", "drop_path_rate", "diffusion_steps", "hypotheses",
-    "diffusion_init", "diffusion_init_step", "extra",
+    "diffusion_init", "diffusion_init_step", "extra", "recrop_drop",
 })
 
 

@@ -47,6 +47,10 @@ class PoseModelConfig:
     # decoding: a joint the single-frame branch itself scores >= this keeps its single-frame keypoint;
     # the temporal keypoint replaces the joints the key frame alone is unsure of (> 1: always temporal)
     single_frame_keep_score: float = 2.0
+    # pipeline rule (model/windows.py wants_recrop): when the key frame's single-frame confidence
+    # (mean joint score) falls below recrop_drop x that of BOTH outermost neighbours, the key frame is
+    # cropped again at the mean of their boxes and decoded from that crop (0: never)
+    recrop_drop: float = 0.0
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2

@@ -204,6 +204,13 @@ class PoseModel(nn.Module):
         """frames (B, T, 3, H, W) normalised crops -> {"heatmaps", "base_heatmaps"} (B, K, h, w)."""
         return self.decode_windows(self._encode_windows(frames), generator=generator)
 
+    def frame_confidence(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, C, gh, gw) features of single crops -> (N,) float32: the single-frame branch's mean joint
+        score, what the re-crop rule compares across a window (model/windows.py wants_recrop)."""
+        f4 = self.keypoint_head.pyramid(feats)[2]
+        p = self.keypoint_head.predict(f4)
+        return self.keypoint_head.decode(p["heatmaps"].float(), p)[..., 2].float().mean(dim=-1)
+
     def decode_keypoints(self, out: dict, base: bool = False) -> torch.Tensor:
         """decode_windows' output -> (B, K, 3) float32: x, y in heatmap cells (sub-pixel) and score.
 

@@ -1,14 +1,22 @@
-"""Which frames make a person's T-frame window: the one rule the service and training share.
+"""Which frames make a person's T-frame window, and when its key frame is cropped again: the rules the
+service and training share.
 
 For key frame t of a track the window is frames t-h..t+h (h = T//2), clamped to the run of frames
 where that track exists: a person entering or leaving repeats the nearest frame they are in, so a
 window never reaches into frames without them. Each frame of a window is cropped with that frame's
 own box of the track.
+
+Re-crop (`PoseModelConfig.recrop_drop`): where the key frame's own single-frame confidence drops well
+below that of both outermost neighbours, the tracked box of the key frame is usually what went wrong
+(it spans two people, grew over someone passing, or jumped onto a sign; docs/results.md#temporal-path),
+so the key frame is cropped again at the mean of the neighbours' boxes and decoded from that crop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 
 def clamp_window(key: int, half: int, present: Callable[[int], bool]) -> list[int]:
@@ -24,3 +32,15 @@ def clamp_window(key: int, half: int, present: Callable[[int], bool]) -> list[in
             f += step
         out.append(f)
     return out
+
+
+def wants_recrop(key_confidence: float, before: float, after: float, drop: float) -> bool:
+    """The key frame's confidence (mean single-frame joint score) is below `drop` x that of both
+    outermost neighbours (drop <= 0: never)."""
+    return drop > 0 and key_confidence < drop * min(before, after)
+
+
+def recrop_box(before: Sequence[float], after: Sequence[float]) -> tuple[float, float, float, float]:
+    """The box the key frame is cropped again at: the mean of the outermost neighbours' (x, y, w, h)."""
+    mean = (np.asarray(before, np.float64) + np.asarray(after, np.float64)) / 2.0
+    return tuple(float(v) for v in mean)

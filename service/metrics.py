@@ -93,8 +93,13 @@ BATCH_WAIT = Histogram(
     "vidpose_batch_wait_seconds", "How long the oldest window of a batch waited before it ran.",
     ["model"], buckets=_BATCH_WAIT_BUCKETS, registry=WORKER_REGISTRY)
 MODEL_FORWARD = Histogram(
-    "vidpose_model_forward_seconds", "Model forward time per call, by stage (encode, decode).",
+    "vidpose_model_forward_seconds",
+    "Model forward time per call, by stage (encode, decode, confidence: the re-crop rule).",
     ["model", "stage"], buckets=_FORWARD_BUCKETS, registry=WORKER_REGISTRY)
+RECROPS = Counter(
+    "vidpose_recrops_total", "Key frames decoded from a second crop at the neighbours' mean box because "
+    "their single-frame confidence dropped (model/windows.py wants_recrop).", ["model"],
+    registry=WORKER_REGISTRY)
 FRAMES_PROCESSED = Counter(
     "vidpose_frames_processed_total", "Result frames written.", ["model"], registry=WORKER_REGISTRY)
 WORKER_UP = Gauge(

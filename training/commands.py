@@ -125,7 +125,7 @@ def _register_train_export(sub) -> None:
                        description="Write RUN_DIR's best (or last) model as the .safetensors file workers "
                                    "serve, with training data, metrics, version and git commit in its "
                                    "metadata. Copy it into the workers' models dir and restart them.")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a `vidpose train` run directory, or a .safetensors file to re-export")
     p.add_argument("out", help="output .safetensors (name it <models_dir>/<model name>.safetensors)")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.add_argument("--description", default=None, help="free text stored in the checkpoint's info")
@@ -136,6 +136,9 @@ def _register_train_export(sub) -> None:
     p.add_argument("--keep-score", type=float, default=None,
                    help="single_frame_keep_score: joints the single-frame branch scores >= this keep its "
                         "keypoint (pick it with `vidpose eval-temporal --sweep-keep-score` on training data)")
+    p.add_argument("--recrop-drop", type=float, default=None,
+                   help="recrop_drop: a key frame whose single-frame confidence falls below this x both "
+                        "outermost neighbours' is decoded again from a crop at their mean box (0: off)")
     p.set_defaults(func=_export)
 
 
@@ -189,7 +192,7 @@ def _export(args) -> int:
     try:
         extra = {"description": args.description} if args.description else None
         pairs = (("diffusion_steps", args.diffusion_steps), ("hypotheses", args.hypotheses),
-                 ("single_frame_keep_score", args.keep_score))
+                 ("single_frame_keep_score", args.keep_score), ("recrop_drop", args.recrop_drop))
         decode = {k: v for k, v in pairs if v is not None}
         path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra, fp16=args.fp16,
                           decode_defaults=decode)

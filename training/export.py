@@ -30,13 +30,16 @@ def inherited_provenance(info: dict, depth: int = 0) -> dict:
     return {}
 
 
+DECODE_DEFAULTS = ("diffusion_steps", "hypotheses", "single_frame_keep_score", "recrop_drop")
+
+
 def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None, fp16: bool = False,
                decode_defaults: dict | None = None) -> Path:
     """decode_defaults: the served defaults of diffusion_steps / hypotheses (jobs may still override) and
-    single_frame_keep_score (decoding, model.config);
+    single_frame_keep_score and recrop_drop (decoding rules, model.config);
     fp16: floating tensors stored as float16."""
     run = Path(run_dir)
-    src = run / f"{which}.safetensors"
+    src = run if run.is_file() else run / f"{which}.safetensors"  # a file: re-export it (new defaults)
     if not src.is_file():
         fallback = run / "last.safetensors"
         if which == "best" and fallback.is_file():
@@ -44,17 +47,17 @@ def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None =
         else:
             raise FileNotFoundError(f"{src} not found: is {run} a `vidpose train` run directory?")
     model, meta = load_checkpoint(src)
-    unknown = set(decode_defaults or {}) - {"diffusion_steps", "hypotheses", "single_frame_keep_score"}
+    unknown = set(decode_defaults or {}) - set(DECODE_DEFAULTS)
     if unknown:
-        raise ValueError("only diffusion_steps, hypotheses and single_frame_keep_score can change at export, "
-                         f"not {sorted(unknown)}")
+        raise ValueError(f"only {', '.join(DECODE_DEFAULTS)} can change at export, not {sorted(unknown)}")
     if decode_defaults:
         model.cfg = model.cfg.replace(**decode_defaults)
     info = dict(meta.get("info") or {})
     info.update(inherited_provenance(info))
     info.pop("train_config", None)  # the run's config.yaml holds it; keep the served metadata short
     info.update(extra_info or {})
-    info["exported_from"] = str(src)
+    # a re-exported file keeps where it was first exported from
+    info["reexported_from" if run.is_file() and "exported_from" in info else "exported_from"] = str(src)
     import torch
 
     return save_checkpoint(model, out_path, info=info, keypoints=meta.get("keypoints"),

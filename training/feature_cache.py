@@ -89,11 +89,8 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
                 split: str = "train", variants: int = 2, kinds: tuple[str, ...] = KINDS, seed: int = 0,
                 val_fraction: float = 0.2, min_score: float = 0.3, min_joints: int = 8, key_every: int = 1,
                 threads: int = 2, device: str = "cpu", batch: int = 32, progress: bool = True) -> dict:
-    """Encode the crops of one clip's `split` into a cache folder; returns its meta.
-
-    split "val" gets exactly one corruption per key sample, the kinds in turn (a balanced, fixed test
-    set); "train"/"all" get `variants` distinct kinds per key sample, drawn at random.
-    """
+    """Encode the crops of one clip's `split` into a cache folder; returns its meta. The corrupted key
+    frames: corrupted_keys."""
     kinds = tuple(dict.fromkeys(kinds))  # distinct kinds per key frame: a kind named twice counts once
     unknown = [k for k in kinds if k not in KINDS + EXTRA_KINDS]
     if unknown or not kinds:
@@ -144,48 +141,31 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
         done = flush(clean, done, pending)
         bar and bar.update(len(pending))
 
-    rng = np.random.default_rng(seed)
-    tracks_at: dict[int, list[int]] = {}  # confident people only: NanoDet's tracks include a sign or two
-    for s in samples:
-        tracks_at.setdefault(s.frame, []).append(s.track)
     index, done, pending = [], 0, []
-    for i, s in enumerate(samples):
-        key = (s.frame, s.track)
-        t = len(s.window)
-        others = [f for f in s.window[t // 2 - 1:t // 2 + 2] if f != s.frame]
-        if split == "val":
-            chosen = [kinds[i % len(kinds)]]
-        else:
-            chosen = list(rng.choice(kinds, size=min(variants, len(kinds)), replace=False))
-        entry_rows, entry_kinds = [], []
-        for kind in chosen:
-            if kind == "repeat" and not others:
-                kind = "drop"  # a one-frame track has no neighbour to repeat
-            donor = None
-            near = [t for t in tracks_at.get(s.frame, []) if t != s.track] if kind == "cross" else []
-            if near:  # cross: someone else in the same frame (same light, same scale of people)
-                other = near[int(rng.integers(len(near)))]
-                donor = _patch(images[s.frame], labels.boxes[(s.frame, other)])
-            elif kind in ("occlude_person", "cross"):  # a key person from anywhere in the split
-                d = samples[int(rng.integers(len(samples)))]
-                donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
-            neighbour = images[others[int(rng.integers(len(others)))]] if kind == "repeat" else None
-            bad_image = corrupt(kind, images[s.frame], labels.boxes[key], rng, donor=donor,
-                                neighbour=neighbour)
-            pending.append(crop(bad_image, labels.boxes[key], spec))
-            entry_rows.append(done + len(pending) - 1)
-            entry_kinds.append(kind)
-            if len(pending) == batch:
-                done = flush(bad, done, pending)
-                bar and bar.update(len(pending))
-                pending = []
-        box = labels.boxes[key]
-        _, wh = box_to_center_size(box, tuple(cfg.input_size))
-        thr_cells = PCK_ALPHA * max(box[2], box[3]) * w / wh[0]  # image px -> heatmap cells
-        weights = (labels.keypoints[key][:, 2] >= min_score).astype(np.float32)
-        index.append({"frame": s.frame, "track": s.track, "window": [rows[(f, s.track)] for f in s.window],
-                      "corrupt": entry_rows, "kinds": entry_kinds, "weights": weights.tolist(),
-                      "pck_threshold": float(thr_cells)})
+    entry_rows: list[int] = []
+    entry_kinds: list[str] = []
+    for i, kind, bad_image in corrupted_keys(samples, images, labels, kinds, split, variants, seed):
+        if kind is None:  # sample i's variants are all out: its index entry
+            s = samples[i]
+            key = (s.frame, s.track)
+            box = labels.boxes[key]
+            _, wh = box_to_center_size(box, tuple(cfg.input_size))
+            thr_cells = PCK_ALPHA * max(box[2], box[3]) * w / wh[0]  # image px -> heatmap cells
+            weights = (labels.keypoints[key][:, 2] >= min_score).astype(np.float32)
+            index.append({"frame": s.frame, "track": s.track,
+                          "window": [rows[(f, s.track)] for f in s.window],
+                          "corrupt": entry_rows, "kinds": entry_kinds, "weights": weights.tolist(),
+                          "pck_threshold": float(thr_cells)})
+            entry_rows, entry_kinds = [], []
+            continue
+        s = samples[i]
+        pending.append(crop(bad_image, labels.boxes[(s.frame, s.track)], spec))
+        entry_rows.append(done + len(pending) - 1)
+        entry_kinds.append(kind)
+        if len(pending) == batch:
+            done = flush(bad, done, pending)
+            bar and bar.update(len(pending))
+            pending = []
     if pending:
         done = flush(bad, done, pending)
         bar and bar.update(len(pending))
@@ -205,3 +185,40 @@ def build_cache(checkpoint: str | Path, video: str | Path, labels_path: str | Pa
     (out / "index.json").write_text(json.dumps(index))
     (out / "meta.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def corrupted_keys(samples, images: dict[int, np.ndarray], labels, kinds: tuple[str, ...], split: str,
+                   variants: int, seed: int):
+    """The corrupted key frames of a cache, in its order: (i, kind, image) for each variant of sample i,
+    then (i, None, None) once sample i is done. The same arguments give the same images (one rng,
+    drawn in this order), so an evaluation can rebuild a cache's corrupted frames from the clip.
+
+    split "val" gets exactly one corruption per key sample, the kinds in turn (a balanced, fixed test
+    set); "train"/"all" get `variants` distinct kinds per key sample, drawn at random."""
+    rng = np.random.default_rng(seed)
+    tracks_at: dict[int, list[int]] = {}  # confident people only: NanoDet's tracks include a sign or two
+    for s in samples:
+        tracks_at.setdefault(s.frame, []).append(s.track)
+    for i, s in enumerate(samples):
+        key = (s.frame, s.track)
+        t = len(s.window)
+        others = [f for f in s.window[t // 2 - 1:t // 2 + 2] if f != s.frame]
+        if split == "val":
+            chosen = [kinds[i % len(kinds)]]
+        else:
+            chosen = list(rng.choice(kinds, size=min(variants, len(kinds)), replace=False))
+        for kind in chosen:
+            if kind == "repeat" and not others:
+                kind = "drop"  # a one-frame track has no neighbour to repeat
+            donor = None
+            near = [t for t in tracks_at.get(s.frame, []) if t != s.track] if kind == "cross" else []
+            if near:  # cross: someone else in the same frame (same light, same scale of people)
+                other = near[int(rng.integers(len(near)))]
+                donor = _patch(images[s.frame], labels.boxes[(s.frame, other)])
+            elif kind in ("occlude_person", "cross"):  # a key person from anywhere in the split
+                d = samples[int(rng.integers(len(samples)))]
+                donor = _patch(images.get(d.frame, images[s.frame]), labels.boxes[(d.frame, d.track)])
+            neighbour = images[others[int(rng.integers(len(others)))]] if kind == "repeat" else None
+            yield i, kind, corrupt(kind, images[s.frame], labels.boxes[key], rng, donor=donor,
+                                   neighbour=neighbour)
+        yield i, None, None

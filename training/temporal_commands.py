@@ -133,10 +133,20 @@ def _eval_temporal(args) -> int:
                                    for c in args.cache}
     for c, r in result["natural_occlusion"].items():
         ceiling = r["target_ceiling"]
+        recrop = (f"; with the re-crop rule (fired on {r['recrop_fired']}): base {r['base+recrop']}, "
+                  f"temporal {r['temporal+recrop']}" if "recrop_fired" in r else "")
         print(f"natural occlusion in {c} (teacher confidence < {args.drop} x frames t-2 and t+2): "
               f"{r['windows']} windows, {r['n_joints']} joints: base {r['base']}, temporal {r['temporal']}, "
-              f"either {r['either']}; the target's own ceiling (teacher at t on {ceiling['frames']} "
+              f"either {r['either']}{recrop}; the target's own ceiling (teacher at t on {ceiling['frames']} "
               f"frames without a drop) {ceiling['pck']}")
+    if cfg.recrop_drop > 0:
+        from training.evaluate.recrop import evaluate_key_samples, format_recrop
+
+        result["recrop"] = {c: evaluate_key_samples(model, c, every=args.every) for c in args.cache}
+        for c, r in result["recrop"].items():
+            print(f"\nthe re-crop rule (recrop_drop {cfg.recrop_drop}) on the key samples of {c} "
+                  "(no diffusion; the table above decodes without it):")
+            print(format_recrop(r))
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"checkpoint": args.checkpoint, "caches": args.cache, **result}, fh, indent=1)

@@ -117,6 +117,13 @@ class Engine:
     def heatmap_size(self) -> tuple[int, int]:
         return tuple(self.cfg.heatmap_size)
 
+    @property
+    def recrop_drop(self) -> float:
+        """The checkpoint's re-crop rule (model/windows.py wants_recrop); 0 without temporal neighbours."""
+        if not self.cfg.temporal or self.window < 3:
+            return 0.0
+        return float(self.cfg.recrop_drop)
+
     def default_options(self) -> DecodeOptions:
         return DecodeOptions(int(self.cfg.diffusion_steps), int(self.cfg.hypotheses))
 
@@ -180,6 +187,15 @@ class Engine:
             kps = kps.cpu().numpy()
             MODEL_FORWARD.labels(self.name, "decode").observe(time.perf_counter() - t0)
         return kps
+
+    @torch.inference_mode()
+    def confidence(self, feats: torch.Tensor) -> np.ndarray:
+        """(N, C, gh, gw) single-crop features -> (N,) the single-frame branch's mean joint score."""
+        with self._lock, self._autocast():
+            t0 = time.perf_counter()
+            conf = self.model.frame_confidence(feats.to(self.device)).float().cpu().numpy()
+            MODEL_FORWARD.labels(self.name, "confidence").observe(time.perf_counter() - t0)
+        return conf
 
     @contextlib.contextmanager
     def _decode_config(self, opts: DecodeOptions):

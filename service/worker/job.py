@@ -230,7 +230,7 @@ class JobRun:
             if job.get("created_at"):
                 JOB_QUEUE_WAIT.labels(self.model).observe(max(0.0, time.time() - job["created_at"]))
             builder = WindowBuilder(self.job_id, window, self.engine.input_spec,
-                                    batch_key=(self.model, dopts))
+                                    batch_key=(self.model, dopts), recrop=self.engine.recrop_drop > 0)
             self._builder = builder
             pending = []  # frames waiting for the next detector batch
             for frame in reader:

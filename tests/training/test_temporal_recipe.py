@@ -244,3 +244,28 @@ def test_auroc():
     assert auroc(torch.zeros(5), torch.zeros(7)) == 0.5  # all tied: tells nothing
     assert auroc(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0])) == 0.5
     assert auroc(torch.tensor([1.0]), torch.tensor([0.0, 1.0, 2.0])) == 0.5
+
+
+def test_recrop_rule_on_a_cache_rebuilds_the_cached_frames(caches):
+    """evaluate_key_samples decides the re-crop rule as the worker does and rebuilds each corrupted key
+    frame from the clip with the cache's seed: it raises unless those are the cached ones. Off (a
+    ratio nothing falls under), nothing changes; at 10 (any confident pair of neighbours) it fires on
+    every window whose outermost neighbours are really there (5 frames: key frame 2 only)."""
+    from training.evaluate.natural_occlusion import evaluate_drops
+    from training.evaluate.recrop import evaluate_key_samples, format_recrop
+
+    root = caches[0]
+    model = _temporal_model(diffusion=False, recrop_drop=1e-9)
+    off = evaluate_key_samples(model, root / "val", threads=1)
+    assert off["clean"]["fired"] == 0 and off["corrupted"]["fired"] == 0
+    for row in off.values():
+        assert row["base+recrop"] == row["base"] and row["served+recrop"] == row["served"]
+    assert off["clean"]["base"] == 100.0  # the clean key frame is the teacher's own input
+    model.cfg = model.cfg.replace(recrop_drop=10.0)
+    on = evaluate_key_samples(model, root / "val", threads=1)
+    index = CachedFeatureWindows(root / "val", model.cfg, train=False).samples
+    assert on["clean"]["fired"] == sum(1 for s in index if s["frame"] == 2) > 0
+    assert on["clean"]["base+recrop"] > 50.0  # soccer at 30 fps: the mean box is near the key frame's
+    assert "| clean |" in format_recrop(on)
+    drops = evaluate_drops(model, root / "train", drop=10.0)
+    assert drops["recrop_fired"] == drops["windows"] > 0 and drops["base+recrop"] > 50.0

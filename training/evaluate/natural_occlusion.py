@@ -24,19 +24,14 @@ import torch
 
 from model.heatmaps import apply_affine, box_to_center_size, crop_affine, input_to_heatmap
 from model.windows import clamp_window
-from training.datasets.teacher import key_samples, load_labels, split_frames
-from training.feature_cache import PCK_ALPHA
+from training.datasets.teacher import load_labels, split_frames
+from training.evaluate.recrop import CacheRecrop, cache_rows
+from training.feature_cache import PCK_ALPHA, crop, read_frames
 
 
 def _rows(meta: dict, labels) -> dict[tuple[int, int], int]:
     """(frame, track) -> row of clean.npy, rebuilt exactly as build_cache laid it out."""
-    samples = key_samples(labels, split_frames(labels.num_frames, meta["split"], meta["val_fraction"]),
-                          meta["window"], meta["min_score"], meta["min_joints"], meta.get("key_every", 1))
-    rows: dict[tuple[int, int], int] = {}
-    for s in samples:
-        for f in s.window:
-            rows.setdefault((f, s.track), len(rows))
-    return rows
+    return cache_rows(meta, labels)[1]
 
 
 def _teacher(cache: Path):
@@ -116,12 +111,21 @@ def target_agreement(cache: str | Path, drop: float = 0.7, gap: int = 2) -> dict
 
 @torch.no_grad()
 def evaluate_drops(model, cache: str | Path, drop: float = 0.7, gap: int = 2, batch_size: int = 32) -> dict:
-    """PCK@0.1 (%) of base and temporal (no diffusion) on the natural-occlusion windows, and of
-    "either" (a joint right in base or in temporal)."""
+    """PCK@0.1 (%) of base and temporal (no diffusion, the model's keep rule) on the natural-occlusion
+    windows, and of "either" (a joint right in base or in temporal). With the model's re-crop rule on
+    (cfg.recrop_drop > 0): also "base+recrop" and "temporal+recrop", the windows where the rule fires
+    decoded from their key frame cropped again, as the worker does (training/evaluate/recrop.py);
+    "recrop_fired" counts them."""
     model.eval()
     windows = drop_windows(cache, drop, gap)
     clean = np.load(Path(cache) / "clean.npy", mmap_mode="r")
     hits = {"base": [], "temporal": [], "either": []}
+    rc = CacheRecrop(cache, model) if model.cfg.recrop_drop > 0 else None
+    images = {}
+    if rc is not None:
+        hits.update({"base+recrop": [], "temporal+recrop": []})
+        images = read_frames(rc.meta["video"], {w["frame"] for w in windows}) if windows else {}
+    fired = 0
     for i in range(0, len(windows), batch_size):
         part = windows[i:i + batch_size]
         feats = torch.from_numpy(np.stack([np.asarray(clean[w["rows"]], np.float32) for w in part]))
@@ -133,9 +137,24 @@ def evaluate_drops(model, cache: str | Path, drop: float = 0.7, gap: int = 2, ba
             kps = model.decode_keypoints(out, base=base)
             right[name] = torch.linalg.vector_norm(kps[..., :2] - target[..., :2], dim=-1) <= thr[:, None]
         right["either"] = right["base"] | right["temporal"]
+        if rc is not None:
+            frames = [[rc.frame_of[r] for r in w["rows"]] for w in part]
+            tracks = [w["track"] for w in part]
+            preds = [model.decode_keypoints(out, base=True), model.decode_keypoints(out)]
+            idx = [j for j, f in enumerate(rc.fires(feats, frames)) if f]
+            fired += len(idx)
+            if idx:
+                alt = rc.encode([crop(images[part[j]["frame"]], rc.alt_box(frames[j], tracks[j]), rc.spec)
+                                 for j in idx])
+                preds[0][idx], preds[1][idx] = rc.decode(feats[idx], alt, [frames[j] for j in idx],
+                                                         [tracks[j] for j in idx])
+            for name, kps in zip(("base+recrop", "temporal+recrop"), preds, strict=True):
+                right[name] = torch.linalg.vector_norm(kps[..., :2] - target[..., :2], dim=-1) <= thr[:, None]
         for name, ok in right.items():
             hits[name].append(ok[target[..., 2] > 0])
     result = {"windows": len(windows), "people": len({(w["track"]) for w in windows})}
+    if rc is not None:
+        result["recrop_fired"] = fired
     for name, parts in hits.items():
         cat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
         result["n_joints"] = int(len(cat))

@@ -160,3 +160,76 @@ def test_keypoint_std_only_when_the_job_draws_several_hypotheses(engine):
     std = np.array(Instance(**inst).keypoint_std)
     assert std.shape == (17,) and (std >= 0).all()
     assert to_instance(windows[0], one[0], engine, width=60, height=40)["keypoint_std"] is None
+
+
+def _moving_person(n=7):
+    """One track whose box moves 4 px right per frame, in frames that differ."""
+    return [[PersonBox(0, (4.0 * i, 2.0, 20.0, 30.0), score=0.9)] for i in range(n)]
+
+
+def test_builder_cuts_the_recrop_only_where_both_outermost_neighbours_are_there():
+    from model.heatmaps import box_to_center_size, crop_affine, warp_crop
+
+    builder = WindowBuilder("job", 5, SPEC, recrop=True)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (40, 60, 3), dtype=np.uint8) for _ in range(7)]
+    windows = []
+    for i, boxes in enumerate(_moving_person()):
+        windows += builder.add_frame(i, images[i], boxes)
+    windows += builder.finish()
+    with_alt = {w.key_frame: w.alt for w in windows if w.alt is not None}
+    assert sorted(with_alt) == [2, 3, 4]  # 0, 1, 5, 6 are clamped at the clip's ends
+    for key, alt in with_alt.items():
+        assert alt.bbox == (4.0 * key, 2.0, 20.0, 30.0)  # the mean of key-2 and key+2: linear motion
+        center, size = box_to_center_size(alt.bbox, SPEC.size)
+        np.testing.assert_array_equal(alt.crop, warp_crop(images[key], crop_affine(center, size, SPEC.size),
+                                                          SPEC.size))
+    assert not builder._images  # frames are let go once their key windows are out
+    plain = _feed(WindowBuilder("job", 5, SPEC), _moving_person())
+    assert all(w.alt is None for w in plain)
+    assert all(w.alt is None for w in _feed(WindowBuilder("job", 1, SPEC, recrop=True), _moving_person()))
+
+
+def test_run_windows_decodes_the_recrop_where_the_key_frames_confidence_drops(engine, monkeypatch):
+    import torch
+
+    from model.heatmaps import heatmap_to_image
+    from service.worker.pipeline import window_seed
+
+    monkeypatch.setattr(engine, "cfg", engine.cfg.replace(recrop_drop=0.8))
+    assert engine.recrop_drop == 0.8
+
+    def build():
+        builder = WindowBuilder("job", engine.window, engine.input_spec, recrop=True)
+        windows = []
+        for i, boxes in enumerate(_moving_person()):
+            windows += builder.add_frame(i, _frame(value=30 * i), boxes)
+        return windows + builder.finish()
+
+    # The engine computes every candidate's confidences itself (once per crop) ...
+    windows = build()
+    run_windows(engine, windows)
+    for w in windows:
+        if w.alt is not None:
+            assert all(0.0 <= r.confidence <= 1.0 for r in (w.refs[0], w.key_ref, w.refs[-1]))
+    # ... and a drop at frame 3 (neighbours 1 and 5 sure) sends only key 3 through its re-crop.
+    windows = build()
+    for w in windows:
+        for r in w.refs:
+            r.confidence = 0.1 if r.frame == 3 else 0.9
+    plain = run_windows(engine, build())  # confidences from the model: 1/17-joint noise, no drop
+    out = run_windows(engine, windows)
+    assert [w.key_frame for w in windows if w.recropped] == [3]
+    i = next(i for i, w in enumerate(windows) if w.recropped)
+    feats = torch.stack([r.features for r in windows[i].refs])[None].clone()
+    feats[0, 2] = engine.encode(torch.from_numpy(engine.input_spec.normalize(windows[i].alt.crop))[None])[0]
+    want = engine.decode(feats, seeds=[window_seed(windows[i])], with_spread=True)[0]
+    np.testing.assert_allclose(out[i], want, rtol=1e-5, atol=1e-5)
+    others = [j for j in range(len(windows)) if j != i]
+    np.testing.assert_allclose(out[others], plain[others], rtol=1e-5, atol=1e-5)
+    # the re-crop's keypoints go back to the image through the re-crop's box
+    inst = to_instance(windows[i], out[i], engine, width=60, height=40)
+    alt = windows[i].alt
+    pts = heatmap_to_image(out[i][:, :3], alt.center, alt.size, engine.input_size, engine.heatmap_size)
+    np.testing.assert_allclose(np.array(inst["keypoints"])[:, :2],
+                               np.clip(pts[:, :2], 0, [59, 39]), atol=0.006)  # results keep 2 decimals
