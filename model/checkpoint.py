@@ -26,6 +26,7 @@ FORMAT_VERSION = "1"
 RUNTIME_FIELDS = frozenset({
     "name", "freeze_backbone", "drop_path_rate", "diffusion_steps", "hypotheses",
     "diffusion_init", "diffusion_init_step", "extra", "recrop_drop",
+    "recrop_min_confidence",
 })
 
 

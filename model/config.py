@@ -49,8 +49,11 @@ class PoseModelConfig:
     single_frame_keep_score: float = 2.0
     # pipeline rule (model/windows.py wants_recrop): when the key frame's single-frame confidence
     # (mean joint score) falls below recrop_drop x that of BOTH outermost neighbours, the key frame is
-    # cropped again at the mean of their boxes and decoded from that crop (0: never)
+    # cropped again at the mean of their boxes and decoded from that crop (0: never) -- only where both
+    # neighbours' confidences are at least recrop_min_confidence (a person was really seen there: not
+    # on a track of a sign or a cone, whose confidences are low and jump about)
     recrop_drop: float = 0.0
+    recrop_min_confidence: float = 0.25
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2

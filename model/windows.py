@@ -34,10 +34,12 @@ def clamp_window(key: int, half: int, present: Callable[[int], bool]) -> list[in
     return out
 
 
-def wants_recrop(key_confidence: float, before: float, after: float, drop: float) -> bool:
+def wants_recrop(key_confidence: float, before: float, after: float, drop: float,
+                 min_confidence: float = 0.0) -> bool:
     """The key frame's confidence (mean single-frame joint score) is below `drop` x that of both
-    outermost neighbours (drop <= 0: never)."""
-    return drop > 0 and key_confidence < drop * min(before, after)
+    outermost neighbours, which are both at least `min_confidence` (drop <= 0: never)."""
+    sure = min(before, after)
+    return drop > 0 and sure >= min_confidence and key_confidence < drop * sure
 
 
 def recrop_box(before: Sequence[float], after: Sequence[float]) -> tuple[float, float, float, float]:

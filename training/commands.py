@@ -139,6 +139,9 @@ def _register_train_export(sub) -> None:
     p.add_argument("--recrop-drop", type=float, default=None,
                    help="recrop_drop: a key frame whose single-frame confidence falls below this x both "
                         "outermost neighbours' is decoded again from a crop at their mean box (0: off)")
+    p.add_argument("--recrop-min-confidence", type=float, default=None,
+                   help="recrop_min_confidence: the re-crop rule fires only where both neighbours' "
+                        "confidences are at least this")
     p.set_defaults(func=_export)
 
 
@@ -192,7 +195,8 @@ def _export(args) -> int:
     try:
         extra = {"description": args.description} if args.description else None
         pairs = (("diffusion_steps", args.diffusion_steps), ("hypotheses", args.hypotheses),
-                 ("single_frame_keep_score", args.keep_score), ("recrop_drop", args.recrop_drop))
+                 ("single_frame_keep_score", args.keep_score), ("recrop_drop", args.recrop_drop),
+                 ("recrop_min_confidence", args.recrop_min_confidence))
         decode = {k: v for k, v in pairs if v is not None}
         path = export_run(args.run_dir, args.out, which=args.which, extra_info=extra, fp16=args.fp16,
                           decode_defaults=decode)

@@ -30,7 +30,8 @@ def inherited_provenance(info: dict, depth: int = 0) -> dict:
     return {}
 
 
-DECODE_DEFAULTS = ("diffusion_steps", "hypotheses", "single_frame_keep_score", "recrop_drop")
+DECODE_DEFAULTS = ("diffusion_steps", "hypotheses", "single_frame_keep_score", "recrop_drop",
+                   "recrop_min_confidence")
 
 
 def export_run(run_dir, out_path, which: str = "best", extra_info: dict | None = None, fp16: bool = False,

@@ -67,7 +67,7 @@ def run_windows(engine: Engine, windows: list[Window], options: DecodeOptions | 
 def recrop_wanted(engine: Engine, windows: list[Window], max_encode: int = 32) -> list[int]:
     """Indices of the windows whose key frame is to be decoded again from its re-crop (each crop's
     single-frame confidence is computed once and kept on its CropRef)."""
-    drop = engine.recrop_drop
+    drop, sure = engine.recrop_drop, float(engine.cfg.recrop_min_confidence)
     candidates = [w for w in windows if drop > 0 and w.alt is not None]
     todo = {id(r): r for w in candidates for r in (w.refs[0], w.key_ref, w.refs[-1]) if r.confidence is None}
     refs = list(todo.values())
@@ -76,7 +76,7 @@ def recrop_wanted(engine: Engine, windows: list[Window], max_encode: int = 32) -
         for ref, c in zip(chunk, engine.confidence(torch.stack([r.features for r in chunk])), strict=True):
             ref.confidence = float(c)
     return [i for i, w in enumerate(windows) if drop > 0 and w.alt is not None
-            and wants_recrop(w.key_ref.confidence, w.refs[0].confidence, w.refs[-1].confidence, drop)]
+            and wants_recrop(w.key_ref.confidence, w.refs[0].confidence, w.refs[-1].confidence, drop, sure)]
 
 
 def window_seed(window: Window) -> int:

@@ -18,5 +18,11 @@ def test_wants_recrop(key, before, after, drop, fires):
     assert wants_recrop(key, before, after, drop) is fires
 
 
+def test_wants_recrop_only_after_sure_neighbours():
+    assert wants_recrop(0.05, 0.20, 0.30, 0.8)  # a drop, but from neighbours that were unsure too
+    assert not wants_recrop(0.05, 0.20, 0.30, 0.8, min_confidence=0.25)
+    assert wants_recrop(0.05, 0.25, 0.30, 0.8, min_confidence=0.25)
+
+
 def test_recrop_box_is_the_mean_of_the_outermost_boxes():
     assert recrop_box((10, 20, 30, 60), (30, 20, 50, 80)) == (20.0, 20.0, 40.0, 70.0)

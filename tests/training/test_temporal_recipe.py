@@ -249,7 +249,7 @@ def test_auroc():
 def test_recrop_rule_on_a_cache_rebuilds_the_cached_frames(caches):
     """evaluate_key_samples decides the re-crop rule as the worker does and rebuilds each corrupted key
     frame from the clip with the cache's seed: it raises unless those are the cached ones. Off (a
-    ratio nothing falls under), nothing changes; at 10 (any confident pair of neighbours) it fires on
+    ratio nothing falls under), nothing changes; at 10 with no floor on the neighbours it fires on
     every window whose outermost neighbours are really there (5 frames: key frame 2 only)."""
     from training.evaluate.natural_occlusion import evaluate_drops
     from training.evaluate.recrop import evaluate_key_samples, format_recrop
@@ -261,7 +261,7 @@ def test_recrop_rule_on_a_cache_rebuilds_the_cached_frames(caches):
     for row in off.values():
         assert row["base+recrop"] == row["base"] and row["served+recrop"] == row["served"]
     assert off["clean"]["base"] == 100.0  # the clean key frame is the teacher's own input
-    model.cfg = model.cfg.replace(recrop_drop=10.0)
+    model.cfg = model.cfg.replace(recrop_drop=10.0, recrop_min_confidence=0.0)
     on = evaluate_key_samples(model, root / "val", threads=1)
     index = CachedFeatureWindows(root / "val", model.cfg, train=False).samples
     assert on["clean"]["fired"] == sum(1 for s in index if s["frame"] == 2) > 0

@@ -64,10 +64,10 @@ class CacheRecrop:
     @torch.no_grad()
     def fires(self, feats: torch.Tensor, frames: list[list[int]]) -> list[bool]:
         """feats (B, T, C, h, w) as cached (the key possibly corrupted) -> does the rule fire, per window."""
-        drop = float(self.cfg.recrop_drop)
+        drop, sure = float(self.cfg.recrop_drop), float(self.cfg.recrop_min_confidence)
         k, t = self.key, feats.shape[1]
         conf = self.model.frame_confidence(feats[:, [0, k, t - 1]].flatten(0, 1)).view(-1, 3).tolist()
-        return [fr[0] == fr[k] - k and fr[-1] == fr[k] + k and wants_recrop(c[1], c[0], c[2], drop)
+        return [fr[0] == fr[k] - k and fr[-1] == fr[k] + k and wants_recrop(c[1], c[0], c[2], drop, sure)
                 for c, fr in zip(conf, frames, strict=True)]
 
     def alt_box(self, frames: list[int], track: int):
