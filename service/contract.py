@@ -218,8 +218,10 @@ class Instance(BaseModel):
     """One person in one frame."""
 
     track_id: int = Field(ge=0, description="The person's id, stable across frames of the job.")
-    bbox: list[float] = Field(min_length=4, max_length=4, description="The person box, COCO [x, y, w, h] "
-                              "in image pixels.")
+    bbox: list[float] = Field(min_length=4, max_length=4, description="The person box the keypoints were "
+                              "decoded from, COCO [x, y, w, h] in image pixels: the tracked (or given) box; "
+                              "where the model's re-crop rule fired (the key frame's confidence dropped), "
+                              "the mean of the track's boxes T//2 frames before and after.")
     score: float = Field(ge=0.0, le=1.0, description=INSTANCE_SCORE)
     keypoints: list[list[float]] = Field(description="One [x, y, score] per keypoint, in the order of "
                                          "`keypoint_names`; x, y in image pixels (clipped to the frame). "

@@ -97,4 +97,5 @@ def to_instance(window: Window, kps_hm: np.ndarray, engine: Engine, width: int, 
     std = None
     if kps_hm.shape[1] > 3 and np.isfinite(kps_hm[:, 3]).all():  # heatmap cells -> image pixels
         std = kps_hm[:, 3] * float(size[0]) / engine.heatmap_size[1]
-    return contract.instance(ref.track_id, ref.box.bbox, pts, ref.box.score, keypoint_std=std)
+    bbox = window.alt.bbox if window.recropped else ref.box.bbox
+    return contract.instance(ref.track_id, bbox, pts, ref.box.score, keypoint_std=std)

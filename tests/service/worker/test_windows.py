@@ -162,9 +162,11 @@ def test_keypoint_std_only_when_the_job_draws_several_hypotheses(engine):
     assert to_instance(windows[0], one[0], engine, width=60, height=40)["keypoint_std"] is None
 
 
-def _moving_person(n=7):
-    """One track whose box moves 4 px right per frame, in frames that differ."""
-    return [[PersonBox(0, (4.0 * i, 2.0, 20.0, 30.0), score=0.9)] for i in range(n)]
+def _moving_person(n=7, jump_at=None):
+    """One track whose box moves 4 px right per frame; at frame `jump_at` it jumps 20 px further (the
+    detector's box slid onto something else for one frame)."""
+    return [[PersonBox(0, (4.0 * i + (20.0 if i == jump_at else 0.0), 2.0, 20.0, 30.0), score=0.9)]
+            for i in range(n)]
 
 
 def test_builder_cuts_the_recrop_only_where_both_outermost_neighbours_are_there():
@@ -202,7 +204,7 @@ def test_run_windows_decodes_the_recrop_where_the_key_frames_confidence_drops(en
     def build():
         builder = WindowBuilder("job", engine.window, engine.input_spec, recrop=True)
         windows = []
-        for i, boxes in enumerate(_moving_person()):
+        for i, boxes in enumerate(_moving_person(jump_at=3)):
             windows += builder.add_frame(i, _frame(value=30 * i), boxes)
         return windows + builder.finish()
 
@@ -230,6 +232,7 @@ def test_run_windows_decodes_the_recrop_where_the_key_frames_confidence_drops(en
     # the re-crop's keypoints go back to the image through the re-crop's box
     inst = to_instance(windows[i], out[i], engine, width=60, height=40)
     alt = windows[i].alt
+    assert inst["bbox"] == list(alt.bbox) != list(windows[i].key_ref.box.bbox)
     pts = heatmap_to_image(out[i][:, :3], alt.center, alt.size, engine.input_size, engine.heatmap_size)
     np.testing.assert_allclose(np.array(inst["keypoints"])[:, :2],
                                np.clip(pts[:, :2], 0, [59, 39]), atol=0.006)  # results keep 2 decimals
